@@ -1,0 +1,125 @@
+from __future__ import annotations
+
+from django.db import models
+from django.utils import timezone
+
+from customers.models import Channel
+
+
+class Message(models.Model):
+    """One piece of content to one customer on one channel for one step of a run."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        SENDING = "sending", "Sending"
+        SENT = "sent", "Sent"
+        DELIVERED = "delivered", "Delivered"
+        OPENED = "opened", "Opened"
+        CLICKED = "clicked", "Clicked"
+        FAILED = "failed", "Failed"
+        BOUNCED = "bounced", "Bounced"
+        UNDELIVERED = "undelivered", "Undelivered"
+        SKIPPED = "skipped", "Skipped"
+
+    # Status only moves to a higher rank, so duplicate or out-of-order provider
+    # events converge on the same end state. Skipped never changes.
+    RANK = {
+        Status.QUEUED: 0,
+        Status.SENDING: 10,
+        Status.SENT: 20,
+        Status.FAILED: 30,
+        Status.UNDELIVERED: 30,
+        Status.BOUNCED: 30,
+        Status.DELIVERED: 40,
+        Status.OPENED: 50,
+        Status.CLICKED: 60,
+        Status.SKIPPED: 100,
+    }
+
+    class SkipReason(models.TextChoices):
+        NO_CONSENT = "no_consent", "No consent for the channel"
+        NO_ADDRESS = "no_address", "No address for the channel"
+
+    run = models.ForeignKey("campaigns.CampaignRun", on_delete=models.CASCADE, related_name="messages")
+    step = models.ForeignKey("campaigns.Step", on_delete=models.CASCADE, related_name="messages")
+    customer = models.ForeignKey("customers.Customer", on_delete=models.CASCADE, related_name="messages")
+    channel = models.CharField(max_length=16, choices=Channel.choices)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
+    rank = models.PositiveSmallIntegerField(default=0)
+    skip_reason = models.CharField(max_length=32, choices=SkipReason.choices, blank=True)
+    error = models.TextField(blank=True)
+    to_address = models.CharField(max_length=254, blank=True)
+    subject = models.CharField(max_length=300, blank=True)
+    body = models.TextField(blank=True)
+    provider = models.CharField(max_length=32, blank=True)
+    # NULL until sent: unique per provider only when present.
+    provider_message_id = models.CharField(max_length=128, null=True, blank=True)  # noqa: DJ001
+    attempts = models.PositiveSmallIntegerField(default=0)
+    created_at = models.DateTimeField(default=timezone.now)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+    opened_at = models.DateTimeField(null=True, blank=True)
+    clicked_at = models.DateTimeField(null=True, blank=True)
+    failed_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["step", "run", "customer"], name="message_once_per_step_run_customer"),
+            models.UniqueConstraint(
+                fields=["provider", "provider_message_id"],
+                condition=models.Q(provider_message_id__isnull=False),
+                name="message_provider_id_unique",
+            ),
+        ]
+        indexes = [models.Index(fields=["status"]), models.Index(fields=["run", "channel", "status"])]
+
+    def __str__(self) -> str:
+        return f"{self.channel} to {self.to_address or self.customer_id} ({self.status})"
+
+
+class ProviderEvent(models.Model):
+    """A verified inbound webhook event, stored raw before it is processed."""
+
+    class Provider(models.TextChoices):
+        SENDGRID = "sendgrid", "SendGrid"
+        TWILIO = "twilio", "Twilio"
+
+    provider = models.CharField(max_length=16, choices=Provider.choices)
+    kind = models.CharField(max_length=16, help_text="status or inbound")
+    dedupe_key = models.CharField(max_length=200)
+    payload = models.JSONField()
+    received_at = models.DateTimeField(default=timezone.now)
+    processed_at = models.DateTimeField(null=True, blank=True)
+    message = models.ForeignKey(Message, null=True, blank=True, on_delete=models.SET_NULL, related_name="events")
+    error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-received_at", "-id"]
+        constraints = [models.UniqueConstraint(fields=["provider", "dedupe_key"], name="provider_event_dedupe")]
+
+    def __str__(self) -> str:
+        return f"{self.provider}:{self.dedupe_key}"
+
+
+class SandboxMessage(models.Model):
+    """What the sandbox provider emulator received: the 'Sandbox outbox'."""
+
+    provider = models.CharField(max_length=16, choices=ProviderEvent.Provider.choices)
+    provider_message_id = models.CharField(max_length=128, unique=True)
+    to_address = models.CharField(max_length=254)
+    from_address = models.CharField(max_length=254, blank=True)
+    subject = models.CharField(max_length=300, blank=True)
+    body = models.TextField(blank=True)
+    callback_url = models.URLField(max_length=500, blank=True)
+    request = models.JSONField(default=dict)
+    outcome = models.CharField(max_length=16, default="delivered")
+    events_sent_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.provider} to {self.to_address}"

@@ -1,0 +1,153 @@
+"""What each provider's webhook events mean for Chorus.
+
+A parser turns one stored raw event into an ``EventOutcome``: which message it
+is about, the status it reaches, the timeline entry and any consent change.
+Payload shapes: ../shared/fixtures (SendGrid Event Webhook, Twilio callbacks).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from django.utils import timezone
+
+from channels.models import Message
+from customers.models import Activity, Channel, Customer
+
+S, K = Message.Status, Activity.Kind
+
+
+@dataclass
+class EventOutcome:
+    at: datetime
+    message_lookup: dict | None = None
+    customer: Customer | None = None
+    campaign_id: int | None = None
+    status: str | None = None
+    activity: str | None = None
+    channel: str = ""
+    consent: str | None = None
+    properties: dict = field(default_factory=dict)
+    error: str = ""
+
+
+def _epoch(value) -> datetime:
+    try:
+        return datetime.fromtimestamp(int(value), tz=UTC)
+    except (TypeError, ValueError, OverflowError, OSError):
+        return timezone.now()
+
+
+# --- SendGrid ------------------------------------------------------------------
+
+SENDGRID_EVENTS = {
+    "delivered": (S.DELIVERED, K.MESSAGE_DELIVERED, None),
+    "open": (S.OPENED, K.MESSAGE_OPENED, None),
+    "click": (S.CLICKED, K.MESSAGE_CLICKED, None),
+    "bounce": (S.BOUNCED, K.MESSAGE_BOUNCED, None),
+    "dropped": (S.FAILED, K.MESSAGE_FAILED, None),
+    "spamreport": (None, K.MESSAGE_COMPLAINED, "opted_out"),
+    "unsubscribe": (None, K.MESSAGE_UNSUBSCRIBED, "opted_out"),
+    "group_unsubscribe": (None, K.MESSAGE_UNSUBSCRIBED, "opted_out"),
+    # Accepted or retrying at SendGrid: nothing a customer would notice.
+    "processed": (None, None, None),
+    "deferred": (None, None, None),
+}
+_SENDGRID_DETAILS = ("url", "reason", "type", "bounce_classification", "status", "response", "useragent")
+
+
+def sendgrid_dedupe_key(event: dict) -> str:
+    if event.get("sg_event_id"):
+        return str(event["sg_event_id"])
+    return "sha256:" + hashlib.sha256(json.dumps(event, sort_keys=True).encode()).hexdigest()
+
+
+def parse_sendgrid_event(event: dict) -> EventOutcome:
+    outcome = EventOutcome(at=_epoch(event.get("timestamp")), channel=Channel.EMAIL)
+    name = event.get("event")
+    if name not in SENDGRID_EVENTS:
+        outcome.error = f"Unknown SendGrid event {name!r}."
+        return outcome
+    outcome.status, outcome.activity, outcome.consent = SENDGRID_EVENTS[name]
+    outcome.properties = {k: event[k] for k in _SENDGRID_DETAILS if k in event}
+    message_id = str(event.get("chorus_message_id", ""))
+    if message_id.isdigit():
+        outcome.message_lookup = {"pk": int(message_id), "channel": Channel.EMAIL}
+    elif event.get("sg_message_id"):
+        outcome.message_lookup = {"provider": "sendgrid", "provider_message_id": event["sg_message_id"].split(".")[0]}
+    else:
+        outcome.error = "The event names no message (no chorus_message_id or sg_message_id)."
+    return outcome
+
+
+# --- Twilio --------------------------------------------------------------------
+
+TWILIO_STATUSES = {
+    "sent": (S.SENT, None),
+    "delivered": (S.DELIVERED, K.MESSAGE_DELIVERED),
+    "read": (S.OPENED, K.MESSAGE_OPENED),
+    "undelivered": (S.UNDELIVERED, K.MESSAGE_FAILED),
+    "failed": (S.FAILED, K.MESSAGE_FAILED),
+}
+STOP_WORDS = {"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "OPTOUT", "REVOKE"}
+START_WORDS = {"START", "YES", "UNSTOP", "OPTIN"}
+
+
+def _twilio_channel(params: dict) -> str:
+    return Channel.WHATSAPP if str(params.get("From", "")).startswith("whatsapp:") else Channel.SMS
+
+
+def _bare_number(value: str) -> str:
+    return value.removeprefix("whatsapp:").strip()
+
+
+def twilio_status_dedupe_key(params: dict, idempotency_token: str = "") -> str:
+    return idempotency_token or f"{params.get('MessageSid')}:{params.get('MessageStatus')}"
+
+
+def parse_twilio_status(params: dict) -> EventOutcome:
+    outcome = EventOutcome(at=timezone.now(), channel=_twilio_channel(params))
+    status = params.get("MessageStatus", "")
+    if status not in TWILIO_STATUSES:
+        return outcome  # queued/accepted/sending: nothing new
+    outcome.status, outcome.activity = TWILIO_STATUSES[status]
+    outcome.message_lookup = {"provider": "twilio", "provider_message_id": params.get("MessageSid", "")}
+    if params.get("ErrorCode"):
+        outcome.properties = {"error_code": params["ErrorCode"]}
+    return outcome
+
+
+def parse_twilio_inbound(params: dict) -> EventOutcome:
+    """A reply; STOP/START keywords change SMS consent (Twilio's own keyword list)."""
+    channel = _twilio_channel(params)
+    number = _bare_number(params.get("From", ""))
+    body = params.get("Body", "")
+    # Like Twilio, a keyword is the whole message ("stop", " Unsubscribe "), not a word in a sentence.
+    keyword = (params.get("OptOutType") or body).strip().upper()
+    outcome = EventOutcome(
+        at=timezone.now(), channel=channel, activity=K.MESSAGE_REPLIED, properties={"body": body[:1600]}
+    )
+    outcome.customer = Customer.objects.filter(phone=number).first()
+    if outcome.customer is None:
+        outcome.activity = None
+        outcome.error = f"No customer has the number {number!r}."
+        return outcome
+    last = Message.objects.filter(customer=outcome.customer, channel=channel).order_by("-created_at").first()
+    outcome.campaign_id = last.step.campaign_id if last else None
+    if keyword in STOP_WORDS:
+        outcome.consent = "opted_out"
+    elif keyword in START_WORDS:
+        outcome.consent = "opted_in"
+    if outcome.consent:
+        outcome.properties["keyword"] = keyword
+    return outcome
+
+
+EVENT_PARSERS = {
+    ("sendgrid", "status"): parse_sendgrid_event,
+    ("twilio", "status"): parse_twilio_status,
+    ("twilio", "inbound"): parse_twilio_inbound,
+}

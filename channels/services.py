@@ -1,0 +1,242 @@
+"""Sending messages and turning provider events into status and timeline.
+
+This module is the only caller of channel adapters.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from datetime import datetime
+
+from django.db import IntegrityError, transaction
+from django.db.models import Case, F, Value, When
+from django.db.models.functions import Greatest
+from django.utils import timezone
+
+from campaigns.rendering import ContentError, render_step
+from channels.adapters import ChannelError, Outbound, SendResult, adapter_for
+from channels.models import Message, ProviderEvent
+from customers.models import Activity, Consent, Customer
+from customers.services import consent_record
+
+logger = logging.getLogger(__name__)
+S = Message.Status
+
+_TIMESTAMP = {
+    S.SENT: "sent_at",
+    S.DELIVERED: "delivered_at",
+    S.OPENED: "opened_at",
+    S.CLICKED: "clicked_at",
+    S.FAILED: "failed_at",
+    S.BOUNCED: "failed_at",
+    S.UNDELIVERED: "failed_at",
+}
+
+
+class TransientSendError(Exception):
+    """Some messages of a batch hit a transient error and went back to queued."""
+
+
+# --- sending -------------------------------------------------------------------
+
+
+def _claim(message_ids: list[int]) -> list[Message]:
+    """queued -> sending for the ids nobody else holds; returns what we now own."""
+    with transaction.atomic():
+        ids = list(
+            Message.objects.select_for_update(skip_locked=True)
+            .filter(pk__in=message_ids, status=S.QUEUED)
+            .values_list("pk", flat=True)
+        )
+        Message.objects.filter(pk__in=ids, status=S.QUEUED).update(
+            status=S.SENDING, rank=Message.RANK[S.SENDING], attempts=F("attempts") + 1, updated_at=timezone.now()
+        )
+    return list(
+        Message.objects.filter(pk__in=ids).select_related("customer", "step__campaign__brand", "run").order_by("pk")
+    )
+
+
+def _finish(message: Message, status: str, *, error: str = "", skip: str = "", provider_id: str | None = None):
+    now = timezone.now()
+    fields = {"status": status, "rank": Message.RANK[status], "error": error[:2000], "updated_at": now}
+    if skip:
+        fields["skip_reason"] = skip
+    if provider_id:
+        fields["provider_message_id"] = provider_id
+    if status in _TIMESTAMP:
+        fields[_TIMESTAMP[status]] = now
+    Message.objects.filter(pk=message.pk, status=S.SENDING).update(**fields)
+    kind = {
+        S.SENT: Activity.Kind.MESSAGE_SENT,
+        S.FAILED: Activity.Kind.MESSAGE_FAILED,
+        S.SKIPPED: Activity.Kind.MESSAGE_SKIPPED,
+    }[status]
+    properties = {"reason": skip} if skip else ({"error": error} if error else {"to": message.to_address})
+    return Activity(
+        customer_id=message.customer_id,
+        kind=kind,
+        channel=message.channel,
+        campaign_id=message.step.campaign_id,
+        message_id=message.pk,
+        occurred_at=now,
+        properties=properties,
+    )
+
+
+def messages_send(*, message_ids: list[int], final_attempt: bool = False) -> None:
+    """Send the queued messages among ``message_ids``.
+
+    Each message is claimed (queued -> sending) before any provider call, so a
+    redelivered task or a second worker never sends it twice. Consent is checked
+    again now. Permanent errors fail the message with the provider's reason;
+    transient ones put it back to queued and raise ``TransientSendError`` so the
+    task retries, unless this is the final attempt.
+    """
+    claimed = _claim(message_ids)
+    by_channel: dict[str, list[Message]] = defaultdict(list)
+    for message in claimed:
+        by_channel[message.channel].append(message)
+    retry = False
+    for channel, messages in by_channel.items():
+        retry |= _send_channel(channel, messages, final_attempt)
+    if retry:
+        raise TransientSendError(f"Transient provider errors; {len(claimed)} messages will be retried.")
+
+
+def _send_channel(channel: str, messages: list[Message], final_attempt: bool) -> bool:
+    consented = set(
+        Customer.objects.filter(pk__in=[m.customer_id for m in messages])
+        .consented(channel)
+        .values_list("pk", flat=True)
+    )
+    activities, outbound, pending = [], [], {}
+    for message in messages:
+        if message.customer_id not in consented:
+            activities.append(_finish(message, S.SKIPPED, skip=Message.SkipReason.NO_CONSENT))
+            continue
+        try:
+            rendered = render_step(message.step, message.customer)
+        except ContentError as exc:
+            activities.append(_finish(message, S.FAILED, error=f"Content error in {exc}"))
+            continue
+        brand = message.step.campaign.brand
+        Message.objects.filter(pk=message.pk).update(subject=rendered.subject, body=rendered.text)
+        outbound.append(
+            Outbound(
+                message_id=message.pk,
+                to=message.to_address,
+                sender=brand.sender_for(channel),
+                sender_name=brand.email_from_name,
+                reply_to=brand.email_reply_to,
+                subject=rendered.subject,
+                body=rendered.text,
+                html=rendered.html,
+                categories=(f"campaign-{message.step.campaign_id}",),
+            )
+        )
+        pending[message.pk] = message
+
+    retry = False
+    if outbound:
+        adapter = adapter_for(channel)
+        try:
+            results = adapter.send(outbound)
+        except ChannelError as exc:
+            results = [SendResult(o.message_id, error=exc) for o in outbound]
+        for result in results:
+            message = pending[result.message_id]
+            if result.ok:
+                Message.objects.filter(pk=message.pk).update(provider=adapter.provider)
+                activities.append(_finish(message, S.SENT, provider_id=result.provider_message_id))
+            elif result.error.permanent or final_attempt:
+                activities.append(_finish(message, S.FAILED, error=result.error.message))
+            else:
+                logger.warning("Transient error sending message %s: %s", message.pk, result.error.message)
+                Message.objects.filter(pk=message.pk, status=S.SENDING).update(
+                    status=S.QUEUED, rank=Message.RANK[S.QUEUED], error=result.error.message
+                )
+                retry = True
+    Activity.objects.bulk_create(activities)
+    return retry
+
+
+# --- results back --------------------------------------------------------------
+
+
+def message_advance(*, message: Message, status: str, at: datetime) -> bool:
+    """Record that ``message`` reached ``status`` at ``at``; never moves backwards.
+
+    Timestamps keep the earliest time seen, so events applied in any order and
+    any number of times leave the same row. Returns whether the status changed.
+    """
+    rank = Message.RANK[status]
+    fields = {
+        "status": Case(When(rank__lt=rank, then=Value(status)), default=F("status")),
+        "rank": Greatest(F("rank"), Value(rank)),
+        "updated_at": Value(timezone.now()),
+    }
+    if ts := _TIMESTAMP.get(status):
+        fields[ts] = Case(
+            When(**{f"{ts}__isnull": True}, then=Value(at)), When(**{f"{ts}__gt": at}, then=Value(at)), default=F(ts)
+        )
+    changed = Message.objects.filter(pk=message.pk, rank__lt=rank).exists()
+    Message.objects.filter(pk=message.pk).exclude(status=S.SKIPPED).update(**fields)
+    return changed
+
+
+def provider_events_record(*, provider: str, kind: str, events: list[tuple[str, dict]]) -> list[int]:
+    """Store verified events raw (once per dedupe key) and enqueue their processing."""
+    from channels.tasks import provider_event_process
+
+    new_ids = []
+    with transaction.atomic():
+        for dedupe_key, payload in events:
+            try:
+                with transaction.atomic():
+                    event = ProviderEvent.objects.create(
+                        provider=provider, kind=kind, dedupe_key=dedupe_key[:200], payload=payload
+                    )
+            except IntegrityError:
+                continue  # the same event delivered again
+            new_ids.append(event.pk)
+        transaction.on_commit(lambda: [provider_event_process.delay(pk) for pk in new_ids])
+    return new_ids
+
+
+def provider_event_process(*, event_id: int) -> None:
+    """Apply one stored event to its message and the customer's timeline, once."""
+    from channels.providers import EVENT_PARSERS
+
+    with transaction.atomic():
+        event = ProviderEvent.objects.select_for_update().filter(pk=event_id, processed_at=None).first()
+        if event is None:
+            return
+        outcome = EVENT_PARSERS[(event.provider, event.kind)](event.payload)
+        message = None
+        if outcome.message_lookup:
+            message = Message.objects.filter(**outcome.message_lookup).select_related("step").first()
+        customer = message.customer if message else outcome.customer
+        if outcome.status and message:
+            message_advance(message=message, status=outcome.status, at=outcome.at)
+        if outcome.activity and customer:
+            Activity.objects.create(
+                customer=customer,
+                kind=outcome.activity,
+                channel=outcome.channel or (message.channel if message else ""),
+                campaign_id=message.step.campaign_id if message else outcome.campaign_id,
+                message=message,
+                occurred_at=outcome.at,
+                properties={**outcome.properties, "provider_event": event.pk},
+            )
+        if outcome.consent and customer:
+            consent_record(
+                customer=customer,
+                channel=outcome.channel or message.channel,
+                status=outcome.consent,
+                source=Consent.Source.SMS_KEYWORD if event.provider == "twilio" else Consent.Source.PROVIDER_EVENT,
+                evidence={"provider_event": event.pk, **outcome.properties},
+                at=outcome.at,
+            )
+        error = outcome.error or ("" if (message or customer) else "No matching message or customer.")
+        ProviderEvent.objects.filter(pk=event.pk).update(processed_at=timezone.now(), message=message, error=error)

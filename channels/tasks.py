@@ -1,0 +1,43 @@
+"""Thin tasks: take ids, call one service."""
+
+from __future__ import annotations
+
+import requests
+from celery import shared_task
+from django.conf import settings
+
+from channels import sandbox, services
+from config.celery import Queue
+
+QUEUE_FOR_CHANNEL = {"email": Queue.EMAIL, "sms": Queue.SMS, "whatsapp": Queue.SMS, "social": Queue.SOCIAL}
+
+
+def messages_enqueue(queued: dict[str, list[int]]) -> None:
+    """One send task per batch of message ids, on the channel's own queue."""
+    size = settings.CHORUS_SEND_BATCH
+    for channel, ids in queued.items():
+        for start in range(0, len(ids), size):
+            messages_send.apply_async(args=[ids[start : start + size]], queue=QUEUE_FOR_CHANNEL[channel].value)
+
+
+@shared_task(
+    bind=True,
+    acks_late=True,
+    reject_on_worker_lost=True,
+    autoretry_for=(services.TransientSendError,),
+    retry_backoff=5,
+    retry_backoff_max=300,
+    max_retries=6,
+)
+def messages_send(self, message_ids: list[int]) -> None:
+    services.messages_send(message_ids=message_ids, final_attempt=self.request.retries >= self.max_retries)
+
+
+@shared_task(acks_late=True, reject_on_worker_lost=True, queue=Queue.DEFAULT.value)
+def provider_event_process(event_id: int) -> None:
+    services.provider_event_process(event_id=event_id)
+
+
+@shared_task(autoretry_for=(requests.RequestException,), retry_backoff=2, max_retries=8, queue=Queue.DEFAULT.value)
+def sandbox_emit_events(sandbox_message_id: int) -> None:
+    sandbox.sandbox_events_emit(sandbox_message_id=sandbox_message_id)

@@ -1,0 +1,230 @@
+"""Chorus settings: everything comes from environment variables.
+
+With nothing set, Chorus runs on the embedded default: a SQLite file, Celery on
+the ``filesystem://`` broker, and the built-in sandbox instead of real providers.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+from django.core.exceptions import ImproperlyConfigured
+
+from config.env import env_bool, env_database, env_int, env_list, env_str, env_url
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+DATA_DIR = Path(env_str("CHORUS_DATA_DIR", str(BASE_DIR / ".data"))).resolve()
+DATA_DIR.mkdir(parents=True, exist_ok=True)
+
+CHORUS_ENV = env_str("CHORUS_ENV", "development")
+if CHORUS_ENV not in {"development", "production"}:
+    raise ImproperlyConfigured(f"CHORUS_ENV must be 'development' or 'production', got {CHORUS_ENV!r}.")
+PRODUCTION = CHORUS_ENV == "production"
+
+
+def _persistent_secret(filename: str, make: callable) -> str:
+    """A development secret generated once and kept in the data dir.
+
+    Web, worker and beat are separate processes; they must agree on it, so it
+    is created atomically (the first writer wins) and read back by everyone.
+    """
+    path = DATA_DIR / filename
+    if not path.exists():
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(make())
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink()
+    return path.read_text()
+
+
+DEBUG = env_bool("DEBUG", not PRODUCTION)
+SECRET_KEY = env_str("SECRET_KEY")
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", [] if PRODUCTION else ["127.0.0.1", "localhost", "[::1]", "testserver"])
+if PRODUCTION:
+    if len(SECRET_KEY) < 32 or SECRET_KEY.startswith("django-insecure"):
+        raise ImproperlyConfigured("SECRET_KEY must be set to a random string of at least 32 characters in production.")
+    if not ALLOWED_HOSTS:
+        raise ImproperlyConfigured("ALLOWED_HOSTS must list the host names Chorus is served on in production.")
+elif not SECRET_KEY:
+    SECRET_KEY = _persistent_secret("dev_secret_key", lambda: secrets.token_urlsafe(50))
+
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = PRODUCTION
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if env_bool("BEHIND_TLS_PROXY", False) else None
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "drf_spectacular",
+    "django_htmx",
+    "django_celery_beat",
+    "customers",
+    "segments",
+    "campaigns",
+    "channels",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
+]
+
+ROOT_URLCONF = "config.urls"
+WSGI_APPLICATION = "config.wsgi.application"
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Database ---------------------------------------------------------------
+DATABASES = {"default": env_database("DATABASE_URL", f"sqlite:///{DATA_DIR / 'chorus.sqlite3'}")}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # Web, worker and beat write to the same file: wait for locks instead of
+    # failing, and take the write lock up front so transactions cannot deadlock.
+    DATABASES["default"]["OPTIONS"] = {"timeout": 30, "transaction_mode": "IMMEDIATE"}
+    DATABASES["default"]["TEST"] = {"NAME": str(DATA_DIR / "test.sqlite3")}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "dashboard"
+LOGOUT_REDIRECT_URL = "login"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = env_str("TIME_ZONE", "UTC")
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = Path(env_str("STATIC_ROOT", str(DATA_DIR / "staticfiles")))
+MEDIA_URL = "media/"
+MEDIA_ROOT = Path(env_str("MEDIA_ROOT", str(DATA_DIR / "media")))
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
+}
+
+# --- API ----------------------------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["config.api.RolePermissions"],
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    "PAGE_SIZE": 50,
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "config.api.exception_handler",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Chorus API",
+    "DESCRIPTION": "Customers, segments and cross-channel campaigns.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "COMPONENT_SPLIT_REQUEST": True,
+}
+
+# --- Celery -------------------------------------------------------------------
+BROKER_DIR = DATA_DIR / "broker"
+CELERY_BROKER_URL = env_url(
+    "CELERY_BROKER_URL",
+    "filesystem://",
+    schemes=("filesystem", "redis", "rediss", "amqp", "amqps"),
+    hostless=("filesystem",),
+)
+if CELERY_BROKER_URL.startswith("filesystem"):
+    for sub in ("out", "processed"):
+        (BROKER_DIR / sub).mkdir(parents=True, exist_ok=True)
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(BROKER_DIR / "out"),
+        "data_folder_out": str(BROKER_DIR / "out"),
+        "processed_folder": str(BROKER_DIR / "processed"),
+        "store_processed": False,
+    }
+else:
+    # Tasks never carry an ETA near this: long waits live in the database.
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
+CHORUS_TICK_SECONDS = env_int("CHORUS_TICK_SECONDS", 10, minimum=1)
+CHORUS_DISPATCH_BATCH = env_int("CHORUS_DISPATCH_BATCH", 500, minimum=1)
+CHORUS_SEND_BATCH = env_int("CHORUS_SEND_BATCH", 100, minimum=1)
+
+# --- Providers ----------------------------------------------------------------
+CHORUS_PUBLIC_URL = env_url("CHORUS_PUBLIC_URL", "http://127.0.0.1:8000")
+CHORUS_SANDBOX = env_bool("CHORUS_SANDBOX", not PRODUCTION)
+_sandbox = f"{CHORUS_PUBLIC_URL}/sandbox"
+
+SENDGRID_API_KEY = env_str("SENDGRID_API_KEY", "SG.sandbox" if CHORUS_SANDBOX else "")
+SENDGRID_API_HOST = env_url(
+    "SENDGRID_API_HOST", f"{_sandbox}/sendgrid" if CHORUS_SANDBOX else "https://api.sendgrid.com"
+)
+TWILIO_ACCOUNT_SID = env_str("TWILIO_ACCOUNT_SID", "AC00000000000000000000000000000000" if CHORUS_SANDBOX else "")
+TWILIO_AUTH_TOKEN = env_str("TWILIO_AUTH_TOKEN", "sandbox-auth-token" if CHORUS_SANDBOX else "")
+TWILIO_API_BASE_URL = env_url(
+    "TWILIO_API_BASE_URL", f"{_sandbox}/twilio" if CHORUS_SANDBOX else "https://api.twilio.com"
+)
+TWILIO_FROM_NUMBER = env_str("TWILIO_FROM_NUMBER", "+15005550006" if CHORUS_SANDBOX else "")
+CHORUS_PROVIDER_TIMEOUT = env_int("CHORUS_PROVIDER_TIMEOUT", 15, minimum=1)
+
+if CHORUS_SANDBOX:
+    # The sandbox signs SendGrid events with this key; unless told otherwise the
+    # webhook view verifies with its public half, exactly like production.
+    from config.keys import ec_private_key_pem, ec_public_key_b64
+
+    CHORUS_SANDBOX_SENDGRID_PRIVATE_KEY = env_str("CHORUS_SANDBOX_SENDGRID_PRIVATE_KEY") or _persistent_secret(
+        "sandbox_sendgrid_key.pem", ec_private_key_pem
+    )
+    SENDGRID_WEBHOOK_PUBLIC_KEY = env_str("SENDGRID_WEBHOOK_PUBLIC_KEY") or ec_public_key_b64(
+        CHORUS_SANDBOX_SENDGRID_PRIVATE_KEY
+    )
+else:
+    CHORUS_SANDBOX_SENDGRID_PRIVATE_KEY = ""
+    SENDGRID_WEBHOOK_PUBLIC_KEY = env_str("SENDGRID_WEBHOOK_PUBLIC_KEY")
+CHORUS_SANDBOX_EVENT_DELAY = env_int("CHORUS_SANDBOX_EVENT_DELAY", 1, minimum=0)
+
+# channel -> adapter class; adding a provider is one module and one line here.
+CHORUS_ADAPTERS = {
+    "email": env_str("CHORUS_EMAIL_ADAPTER", "channels.adapters.sendgrid.SendGridAdapter"),
+    "sms": env_str("CHORUS_SMS_ADAPTER", "channels.adapters.twilio.TwilioSmsAdapter"),
+}
+
+if PRODUCTION and not CHORUS_SANDBOX:
+    for _name in ("SENDGRID_API_KEY", "SENDGRID_WEBHOOK_PUBLIC_KEY", "TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN"):
+        if not globals()[_name]:
+            raise ImproperlyConfigured(f"{_name} must be set in production (or set CHORUS_SANDBOX=true).")
