@@ -114,7 +114,11 @@ def parse_twilio_status(params: dict) -> EventOutcome:
     if status not in TWILIO_STATUSES:
         return outcome  # queued/accepted/sending: nothing new
     outcome.status, outcome.activity = TWILIO_STATUSES[status]
-    outcome.message_lookup = {"provider": "twilio", "provider_message_id": params.get("MessageSid", "")}
+    message_id = str(params.get("chorus_message_id", ""))
+    if message_id.isdigit():
+        outcome.message_lookup = {"pk": int(message_id), "channel__in": [Channel.SMS, Channel.WHATSAPP]}
+    else:
+        outcome.message_lookup = {"provider": "twilio", "provider_message_id": params.get("MessageSid", "")}
     if params.get("ErrorCode"):
         outcome.properties = {"error_code": params["ErrorCode"]}
     return outcome

@@ -57,16 +57,17 @@ def _claim(message_ids: list[int]) -> list[Message]:
     )
 
 
-def _finish(message: Message, status: str, *, error: str = "", skip: str = "", provider_id: str | None = None):
+def _finish(message: Message, status: str, *, error: str = "", skip: str = "", provider: str = "", provider_id=None):
+    """Record the outcome of a send attempt and return its timeline entry.
+
+    The provider's webhook may already have moved the message further (it can
+    arrive before the API call returns), so the status only moves forward.
+    """
     now = timezone.now()
-    fields = {"status": status, "rank": Message.RANK[status], "error": error[:2000], "updated_at": now}
-    if skip:
-        fields["skip_reason"] = skip
-    if provider_id:
-        fields["provider_message_id"] = provider_id
-    if status in _TIMESTAMP:
-        fields[_TIMESTAMP[status]] = now
-    Message.objects.filter(pk=message.pk, status=S.SENDING).update(**fields)
+    details = {"error": error[:2000], "skip_reason": skip, "provider": provider, "provider_message_id": provider_id}
+    if details := {name: value for name, value in details.items() if value}:
+        Message.objects.filter(pk=message.pk).update(**details)
+    message_advance(message=message, status=status, at=now)
     kind = {
         S.SENT: Activity.Kind.MESSAGE_SENT,
         S.FAILED: Activity.Kind.MESSAGE_FAILED,
@@ -147,10 +148,11 @@ def _send_channel(channel: str, messages: list[Message], final_attempt: bool) ->
         for result in results:
             message = pending[result.message_id]
             if result.ok:
-                Message.objects.filter(pk=message.pk).update(provider=adapter.provider)
-                activities.append(_finish(message, S.SENT, provider_id=result.provider_message_id))
+                activities.append(
+                    _finish(message, S.SENT, provider=adapter.provider, provider_id=result.provider_message_id)
+                )
             elif result.error.permanent or final_attempt:
-                activities.append(_finish(message, S.FAILED, error=result.error.message))
+                activities.append(_finish(message, S.FAILED, provider=adapter.provider, error=result.error.message))
             else:
                 logger.warning("Transient error sending message %s: %s", message.pk, result.error.message)
                 Message.objects.filter(pk=message.pk, status=S.SENDING).update(
@@ -235,8 +237,9 @@ def provider_event_process(*, event_id: int) -> None:
                 channel=outcome.channel or message.channel,
                 status=outcome.consent,
                 source=Consent.Source.SMS_KEYWORD if event.provider == "twilio" else Consent.Source.PROVIDER_EVENT,
-                evidence={"provider_event": event.pk, **outcome.properties},
-                at=outcome.at,
+                # Takes effect when we learn of it, so an opt-out always
+                # outranks an earlier opt-in; the provider's time is evidence.
+                evidence={"provider_event": event.pk, "event_at": outcome.at.isoformat(), **outcome.properties},
             )
         error = outcome.error or ("" if (message or customer) else "No matching message or customer.")
         ProviderEvent.objects.filter(pk=event.pk).update(processed_at=timezone.now(), message=message, error=error)

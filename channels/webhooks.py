@@ -79,7 +79,7 @@ def sendgrid_events(request: HttpRequest) -> HttpResponse:
 def twilio_status(request: HttpRequest) -> HttpResponse:
     if not twilio_signature_valid(request):
         return HttpResponseForbidden("Invalid or missing X-Twilio-Signature.")
-    params = request.POST.dict()
+    params = {**request.POST.dict(), "chorus_message_id": request.GET.get("m", "")}
     key = twilio_status_dedupe_key(params, request.headers.get("I-Twilio-Idempotency-Token", ""))
     provider_events_record(provider="twilio", kind="status", events=[(key, params)])
     return HttpResponse(status=204)

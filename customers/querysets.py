@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.db import models
 from django.db.models import OuterRef, Q, Subquery
-from django.db.models.lookups import Exact
+from django.db.models.lookups import Exact, IsNull
 
 
 def consent_status_subquery(channel: str) -> Subquery:
@@ -14,6 +14,9 @@ def consent_status_subquery(channel: str) -> Subquery:
 
 
 def consent_q(channel: str, status: str = "opted_in") -> Q:
+    """Customers whose current consent on ``channel`` is ``status`` ("unknown": never asked)."""
+    if status == "unknown":
+        return Q(IsNull(consent_status_subquery(channel), True))
     return Q(Exact(consent_status_subquery(channel), status))
 
 

@@ -137,8 +137,6 @@ def _compile(node: dict) -> Q:
     if "not" in node:
         return ~_compile(node["not"])
     if "consent" in node:
-        if node["value"] == "unknown":
-            return ~consent_q(node["consent"], "opted_in") & ~consent_q(node["consent"], "opted_out")
         return consent_q(node["consent"], node["value"])
     if "field" in node:
         return _condition(node["field"], node["op"], node.get("value"), blank_is_missing=True)

@@ -36,7 +36,9 @@ class TwilioSmsAdapter(Adapter):
                     to=msg.to,
                     from_=msg.sender or settings.TWILIO_FROM_NUMBER,
                     body=msg.body,
-                    status_callback=self.status_callback,
+                    # Our id rides in the signed callback URL: the status can
+                    # arrive before this call returns the provider's sid.
+                    status_callback=f"{self.status_callback}?m={msg.message_id}",
                 )
             except TwilioRestException as exc:
                 error = ChannelError(

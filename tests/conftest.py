@@ -1,0 +1,44 @@
+from __future__ import annotations
+
+import django.apps
+import pytest
+
+from config.celery import app as celery_app
+from config.roles import roles_ensure
+
+
+@pytest.fixture(autouse=True)
+def _celery_eager(request):
+    """Tasks run inline, except in tests that start a real worker."""
+    if request.node.get_closest_marker("worker"):
+        yield
+        return
+    celery_app.conf.task_always_eager = True
+    celery_app.conf.task_eager_propagates = True
+    yield
+    celery_app.conf.task_always_eager = False
+    celery_app.conf.task_eager_propagates = False
+
+
+@pytest.fixture
+def roles(db):
+    # Transactional tests flush what migrations created; put the groups back.
+    roles_ensure(django.apps.apps)
+
+
+@pytest.fixture
+def sandbox(live_server, settings):
+    """Point the real provider SDKs and webhook callbacks at this test's server."""
+    settings.CHORUS_PUBLIC_URL = live_server.url
+    settings.SENDGRID_API_HOST = f"{live_server.url}/sandbox/sendgrid"
+    settings.TWILIO_API_BASE_URL = f"{live_server.url}/sandbox/twilio"
+    return live_server
+
+
+@pytest.fixture
+def hold_sends(monkeypatch):
+    """Dispatch writes queued messages but their send tasks are not enqueued:
+    the state between dispatch committing and a worker picking the task up."""
+    held: list[dict] = []
+    monkeypatch.setattr("channels.tasks.messages_enqueue", held.append)
+    return held
