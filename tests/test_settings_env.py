@@ -56,7 +56,10 @@ def load_settings(**env) -> subprocess.CompletedProcess:
             ("CHORUS_", "DATABASE_URL", "CELERY_", "SECRET_KEY", "ALLOWED_HOSTS", "SENDGRID", "TWILIO", "DEBUG")
         )
     }
-    code = "import django; django.setup(); from django.conf import settings; print(settings.DATABASES['default']['ENGINE'], settings.CELERY_BROKER_URL, settings.DEBUG, settings.SENDGRID_API_HOST)"
+    code = (
+        "import django; django.setup(); from django.conf import settings as s; "
+        "print(s.DATABASES['default']['ENGINE'], s.CELERY_BROKER_URL, s.DEBUG, s.SENDGRID_API_HOST)"
+    )
     return subprocess.run(
         [sys.executable, "-c", code],
         cwd=ROOT,
