@@ -43,7 +43,9 @@ def exception_handler(exc, context):
     from rest_framework.views import exception_handler as drf_exception_handler
 
     if isinstance(exc, ValidationError):
-        detail = exc.message_dict if hasattr(exc, "error_dict") else {"detail": exc.messages}
+        detail = exc.message_dict if hasattr(exc, "error_dict") else {"non_field_errors": exc.messages}
+        if "__all__" in detail:
+            detail["non_field_errors"] = detail.pop("__all__")
         exc = exceptions.ValidationError(detail)
     elif isinstance(exc, IntegrityError):
         logger.warning("API integrity error: %s", exc)

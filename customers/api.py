@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-from django.core.exceptions import ValidationError as DjangoValidationError
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.response import Response
@@ -62,10 +61,6 @@ class CustomerViewSet(
         serializer.is_valid(raise_exception=True)
         data = dict(serializer.validated_data)
         consents = data.pop("consents", {})
-        try:
-            customer = customer_create(data=data, consents=consents, source=Consent.Source.API)
-        except DjangoValidationError as exc:
-            raise serializers.ValidationError(
-                exc.message_dict if hasattr(exc, "error_dict") else {"non_field_errors": exc.messages}
-            ) from None
+        # A model ValidationError becomes a 400 naming the field (config.api.exception_handler).
+        customer = customer_create(data=data, consents=consents, source=Consent.Source.API)
         return Response(self.get_serializer(customer).data, status=status.HTTP_201_CREATED)
