@@ -174,13 +174,16 @@ CELERY_BROKER_URL = env_url(
     hostless=("filesystem",),
 )
 if CELERY_BROKER_URL.startswith("filesystem"):
-    for sub in ("out", "processed"):
+    for sub in ("out", "processed", "control"):
         (BROKER_DIR / sub).mkdir(parents=True, exist_ok=True)
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(BROKER_DIR / "out"),
         "data_folder_out": str(BROKER_DIR / "out"),
         "processed_folder": str(BROKER_DIR / "processed"),
+        "control_folder": str(BROKER_DIR / "control"),
         "store_processed": False,
+        # The default (1 s between polls) caps a worker at about a task a second.
+        "polling_interval": 0.05,
     }
 else:
     # Tasks never carry an ETA near this: long waits live in the database.

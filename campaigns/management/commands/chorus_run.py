@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -27,9 +28,12 @@ class Command(BaseCommand):
         ]  # fmt: skip
         commands = {"web": [python, "manage.py", "runserver", addr, "--noreload"], "worker+beat": worker}
         # Fixed argument lists built above, no shell: nothing untrusted reaches them.
+        # Providers (the sandbox included) must call back the address we serve on.
+        env = {**os.environ}
+        env.setdefault("CHORUS_PUBLIC_URL", f"http://{addr}")
         processes = {}
         for name, cmd in commands.items():
-            processes[name] = subprocess.Popen(cmd, cwd=settings.BASE_DIR)  # noqa: S603
+            processes[name] = subprocess.Popen(cmd, cwd=settings.BASE_DIR, env=env)  # noqa: S603
         self.stdout.write(self.style.SUCCESS(f"Chorus is starting at http://{addr}/ (Ctrl-C stops everything)"))
 
         stopping = False
