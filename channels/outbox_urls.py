@@ -1,1 +1,8 @@
-urlpatterns = []
+from django.urls import path
+
+from channels import views
+
+app_name = "outbox"
+urlpatterns = [
+    path("", views.outbox_list, name="list"),
+]

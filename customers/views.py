@@ -50,6 +50,12 @@ def _display(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
+def _attribute_rows(attributes: Any) -> list[tuple[str, str]]:
+    if not isinstance(attributes, dict):
+        return [("value", _display(attributes))] if attributes else []
+    return [(key, _display(value)) for key, value in sorted(attributes.items())]
+
+
 def _get_customer_for_user(request: HttpRequest, pk: int) -> Customer:
     if not request.user.has_perm("customers.view_customer"):
         raise PermissionDenied
@@ -87,7 +93,8 @@ def customer_detail(request: HttpRequest, pk: int) -> HttpResponse:
     timeline = Paginator(activities, ACTIVITIES_PER_PAGE).get_page(request.GET.get("page"))
     for activity in timeline:
         activity.tone = KIND_TONES.get(activity.kind, "neutral")
-        activity.key_properties = [(k, _display(v)) for k, v in list(activity.properties.items())[:KEY_PROPERTIES]]
+        properties = activity.properties if isinstance(activity.properties, dict) else {"value": activity.properties}
+        activity.key_properties = [(k, _display(v)) for k, v in list(properties.items())[:KEY_PROPERTIES]]
     timeline_context = {"customer": customer, "timeline": timeline, "channel": channel, "kind": kind}
 
     if _wants_fragment(request):
@@ -102,7 +109,7 @@ def customer_detail(request: HttpRequest, pk: int) -> HttpResponse:
     ]
     context = {
         **timeline_context,
-        "attributes": [(key, _display(value)) for key, value in sorted(customer.attributes.items())],
+        "attributes": _attribute_rows(customer.attributes),
         "current_consent": current_consent,
         "consent_history": customer.consents.all()[:CONSENT_HISTORY_ROWS],
         "consent_total": customer.consents.count(),

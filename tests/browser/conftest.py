@@ -1,0 +1,57 @@
+"""Headless Chromium for the browser tests: Debian's chromium, driven by Playwright's sync API."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import django.apps
+import pytest
+
+from config.roles import roles_ensure
+
+# Playwright's sync API keeps an event loop running in this thread; Django would
+# otherwise refuse database access from the test body.
+os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
+
+
+@pytest.fixture(scope="session")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    playwright = sync_playwright().start()
+    browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+    yield browser
+    browser.close()
+    playwright.stop()
+
+
+@pytest.fixture
+def page(browser, live_server):
+    context = browser.new_context(base_url=live_server.url, viewport={"width": 1440, "height": 900})
+    context.set_default_timeout(10_000)
+    page = context.new_page()
+    yield page
+    context.close()
+
+
+@pytest.fixture
+def roles(transactional_db):
+    """Transactional tests flush the groups the migration made; put them back."""
+    saved = {config.label: config.models_module for config in django.apps.apps.get_app_configs()}
+    roles_ensure(django.apps.apps)
+    # roles_ensure clears models_module on the apps it is handed; later flushes
+    # need it to recreate content types and permissions.
+    for config in django.apps.apps.get_app_configs():
+        config.models_module = saved[config.label]
