@@ -8,7 +8,10 @@ from enum import StrEnum
 from celery import Celery
 from kombu import Queue as KombuQueue
 
+from config import broker
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+broker.register()
 
 
 class Queue(StrEnum):

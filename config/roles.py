@@ -37,9 +37,14 @@ def roles_ensure(apps) -> None:
 
     for app_config in apps.get_app_configs():
         # Permissions are normally created after migrate; we need them now.
-        app_config.models_module = True
-        create_permissions(app_config, verbosity=0, apps=apps)
-        app_config.models_module = None
+        # Migration state apps have no models_module, which create_permissions
+        # requires; the live registry's must be left as it was.
+        original = getattr(app_config, "models_module", None)
+        app_config.models_module = original or True
+        try:
+            create_permissions(app_config, verbosity=0, apps=apps)
+        finally:
+            app_config.models_module = original
 
     Group = apps.get_model("auth", "Group")
     Permission = apps.get_model("auth", "Permission")

@@ -4,26 +4,21 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-import django.apps
 import pytest
 from django.urls import reverse
 from django.utils import timezone
 
 from campaigns.models import Campaign, CampaignRun
 from channels.models import Message
-from config.roles import ANALYST, MARKETER, roles_ensure
+from config.roles import ANALYST, MARKETER
 from tests.factories import CampaignFactory, CustomerFactory, SegmentFactory, UserFactory, two_channel_campaign
 
 pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture(autouse=True)
-def _roles(db):
-    # Earlier transactional tests may have flushed the migration-created groups.
-    saved = {config.label: config.models_module for config in django.apps.apps.get_app_configs()}
-    roles_ensure(django.apps.apps)
-    for config in django.apps.apps.get_app_configs():
-        config.models_module = saved[config.label]
+def _roles(roles):
+    """Every test here logs in with a role."""
 
 
 @pytest.fixture

@@ -5,10 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import django.apps
 import pytest
-
-from config.roles import roles_ensure
 
 # Playwright's sync API keeps an event loop running in this thread; Django would
 # otherwise refuse database access from the test body.
@@ -44,14 +41,3 @@ def page(browser, live_server):
     page = context.new_page()
     yield page
     context.close()
-
-
-@pytest.fixture
-def roles(transactional_db):
-    """Transactional tests flush the groups the migration made; put them back."""
-    saved = {config.label: config.models_module for config in django.apps.apps.get_app_configs()}
-    roles_ensure(django.apps.apps)
-    # roles_ensure clears models_module on the apps it is handed; later flushes
-    # need it to recreate content types and permissions.
-    for config in django.apps.apps.get_app_configs():
-        config.models_module = saved[config.label]
