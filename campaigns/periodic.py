@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from django.utils import timezone
+
 TICK_NAME = "chorus: tick (find due work)"
 TICK_TASK = "campaigns.tasks.tick"
 
@@ -11,7 +13,6 @@ def periodic_tasks_ensure(apps, every_seconds: int) -> None:
     IntervalSchedule = apps.get_model("django_celery_beat", "IntervalSchedule")
     PeriodicTask = apps.get_model("django_celery_beat", "PeriodicTask")
     PeriodicTasks = apps.get_model("django_celery_beat", "PeriodicTasks")
-    from django.utils import timezone
 
     schedule, _ = IntervalSchedule.objects.get_or_create(every=every_seconds, period="seconds")
     PeriodicTask.objects.update_or_create(

@@ -9,7 +9,6 @@ from django.utils import timezone
 
 from campaigns.models import Campaign, Enrollment
 from channels.models import Message
-from customers.models import Customer
 from segments.selectors import segment_customers
 
 
@@ -65,7 +64,3 @@ def campaign_channel_stats(campaign: Campaign) -> list[dict]:
 
 def campaign_audience_count(campaign: Campaign) -> int:
     return campaign_audience(campaign).count()
-
-
-def customers_without_consent(campaign: Campaign, channel: str):
-    return campaign_audience(campaign).exclude(pk__in=Customer.objects.consented(channel).values("pk"))

@@ -139,8 +139,12 @@ def parse_twilio_inbound(params: dict) -> EventOutcome:
         outcome.activity = None
         outcome.error = f"No customer has the number {number!r}."
         return outcome
-    last = Message.objects.filter(customer=outcome.customer, channel=channel).order_by("-created_at").first()
-    outcome.campaign_id = last.step.campaign_id if last else None
+    outcome.campaign_id = (
+        Message.objects.filter(customer=outcome.customer, channel=channel)
+        .order_by("-created_at")
+        .values_list("step__campaign_id", flat=True)
+        .first()
+    )
     if keyword in STOP_WORDS:
         outcome.consent = "opted_out"
     elif keyword in START_WORDS:

@@ -57,17 +57,20 @@ def _claim(message_ids: list[int]) -> list[Message]:
     )
 
 
-def _finish(message: Message, status: str, *, error: str = "", skip: str = "", provider: str = "", provider_id=None):
-    """Record the outcome of a send attempt and return its timeline entry.
+def _finish(message: Message, status: str, *, error: str = "", skip: str = "", rendered=None, **details) -> Activity:
+    """Record the outcome of a send attempt (one UPDATE) and return its timeline entry.
 
     The provider's webhook may already have moved the message further (it can
     arrive before the API call returns), so the status only moves forward.
+    ``details`` are further Message fields (provider, provider_message_id).
     """
     now = timezone.now()
-    details = {"error": error[:2000], "skip_reason": skip, "provider": provider, "provider_message_id": provider_id}
-    if details := {name: value for name, value in details.items() if value}:
-        Message.objects.filter(pk=message.pk).update(**details)
-    message_advance(message=message, status=status, at=now)
+    if rendered is not None:
+        details.update(subject=rendered.subject, body=rendered.text)
+    details.update(skip_reason=skip)
+    fields = {name: value for name, value in details.items() if value}
+    fields["error"] = error[:2000]  # a success after a transient error clears it
+    Message.objects.filter(pk=message.pk).exclude(status=S.SKIPPED).update(**fields, **_advance(status, now))
     kind = {
         S.SENT: Activity.Kind.MESSAGE_SENT,
         S.FAILED: Activity.Kind.MESSAGE_FAILED,
@@ -122,7 +125,6 @@ def _send_channel(channel: str, messages: list[Message], final_attempt: bool) ->
             activities.append(_finish(message, S.FAILED, error=f"Content error in {exc}"))
             continue
         brand = message.step.campaign.brand
-        Message.objects.filter(pk=message.pk).update(subject=rendered.subject, body=rendered.text)
         outbound.append(
             Outbound(
                 message_id=message.pk,
@@ -136,7 +138,7 @@ def _send_channel(channel: str, messages: list[Message], final_attempt: bool) ->
                 categories=(f"campaign-{message.step.campaign_id}",),
             )
         )
-        pending[message.pk] = message
+        pending[message.pk] = (message, rendered)
 
     retry = False
     if outbound:
@@ -146,13 +148,21 @@ def _send_channel(channel: str, messages: list[Message], final_attempt: bool) ->
         except ChannelError as exc:
             results = [SendResult(o.message_id, error=exc) for o in outbound]
         for result in results:
-            message = pending[result.message_id]
+            message, rendered = pending[result.message_id]
             if result.ok:
                 activities.append(
-                    _finish(message, S.SENT, provider=adapter.provider, provider_id=result.provider_message_id)
+                    _finish(
+                        message,
+                        S.SENT,
+                        rendered=rendered,
+                        provider=adapter.provider,
+                        provider_message_id=result.provider_message_id,
+                    )
                 )
             elif result.error.permanent or final_attempt:
-                activities.append(_finish(message, S.FAILED, provider=adapter.provider, error=result.error.message))
+                activities.append(
+                    _finish(message, S.FAILED, rendered=rendered, provider=adapter.provider, error=result.error.message)
+                )
             else:
                 logger.warning("Transient error sending message %s: %s", message.pk, result.error.message)
                 Message.objects.filter(pk=message.pk, status=S.SENDING).update(
@@ -166,11 +176,11 @@ def _send_channel(channel: str, messages: list[Message], final_attempt: bool) ->
 # --- results back --------------------------------------------------------------
 
 
-def message_advance(*, message: Message, status: str, at: datetime) -> bool:
-    """Record that ``message`` reached ``status`` at ``at``; never moves backwards.
+def _advance(status: str, at: datetime) -> dict:
+    """UPDATE expressions that move a message to ``status`` unless it is already past it.
 
     Timestamps keep the earliest time seen, so events applied in any order and
-    any number of times leave the same row. Returns whether the status changed.
+    any number of times leave the same row.
     """
     rank = Message.RANK[status]
     fields = {
@@ -182,9 +192,12 @@ def message_advance(*, message: Message, status: str, at: datetime) -> bool:
         fields[ts] = Case(
             When(**{f"{ts}__isnull": True}, then=Value(at)), When(**{f"{ts}__gt": at}, then=Value(at)), default=F(ts)
         )
-    changed = Message.objects.filter(pk=message.pk, rank__lt=rank).exists()
-    Message.objects.filter(pk=message.pk).exclude(status=S.SKIPPED).update(**fields)
-    return changed
+    return fields
+
+
+def message_advance(*, message: Message, status: str, at: datetime) -> None:
+    """Record that ``message`` reached ``status`` at ``at``; never moves backwards. Skipped is final."""
+    Message.objects.filter(pk=message.pk).exclude(status=S.SKIPPED).update(**_advance(status, at))
 
 
 def provider_events_record(*, provider: str, kind: str, events: list[tuple[str, dict]]) -> list[int]:
@@ -217,7 +230,7 @@ def provider_event_process(*, event_id: int) -> None:
         outcome = EVENT_PARSERS[(event.provider, event.kind)](event.payload)
         message = None
         if outcome.message_lookup:
-            message = Message.objects.filter(**outcome.message_lookup).select_related("step").first()
+            message = Message.objects.filter(**outcome.message_lookup).select_related("step", "customer").first()
         customer = message.customer if message else outcome.customer
         if outcome.status and message:
             message_advance(message=message, status=outcome.status, at=outcome.at)

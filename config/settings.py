@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import secrets
+from collections.abc import Callable
 from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
@@ -24,7 +25,7 @@ if CHORUS_ENV not in {"development", "production"}:
 PRODUCTION = CHORUS_ENV == "production"
 
 
-def _persistent_secret(filename: str, make: callable) -> str:
+def _persistent_secret(filename: str, make: Callable[[], str]) -> str:
     """A development secret generated once and kept in the data dir.
 
     Web, worker and beat are separate processes; they must agree on it, so it

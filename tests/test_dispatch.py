@@ -151,8 +151,9 @@ def test_invalid_number_fails_permanently_with_the_providers_reason(sandbox, hol
     assert Activity.objects.filter(message=message, kind="message.failed").exists()
 
 
-@pytest.mark.django_db(transaction=True)
-def test_provider_outage_puts_messages_back_in_the_queue_until_the_last_attempt(sandbox, settings, hold_sends):
+@pytest.fixture
+def message_after_outage(sandbox, settings, hold_sends) -> Message:
+    """A queued email whose first send attempt found SendGrid unreachable."""
     settings.SENDGRID_API_HOST = "http://127.0.0.1:9"  # nothing listens there
     CustomerFactory(consents={"email": "opted_in"})
     run = launch(two_channel_campaign())
@@ -161,9 +162,28 @@ def test_provider_outage_puts_messages_back_in_the_queue_until_the_last_attempt(
     with pytest.raises(TransientSendError):
         messages_send(message_ids=[message.pk])
     message.refresh_from_db()
+    return message
+
+
+@pytest.mark.django_db(transaction=True)
+def test_provider_outage_puts_the_message_back_in_the_queue_and_a_later_attempt_sends(
+    message_after_outage, sandbox, settings
+):
+    message = message_after_outage
     assert message.status == "queued"
     assert "unreachable" in message.error
+    settings.SENDGRID_API_HOST = f"{sandbox.url}/sandbox/sendgrid"  # the provider is back
+    messages_send(message_ids=[message.pk])
+    message.refresh_from_db()
+    assert (message.status, message.error) == ("delivered", "")
+    assert message.attempts == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_provider_outage_fails_the_message_on_the_last_attempt(message_after_outage):
+    message = message_after_outage
     messages_send(message_ids=[message.pk], final_attempt=True)
     message.refresh_from_db()
     assert message.status == "failed"
+    assert "unreachable" in message.error
     assert message.attempts == 2
