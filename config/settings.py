@@ -140,6 +140,8 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
+    # The Twilio SDK logs every request's headers at INFO.
+    "loggers": {"twilio.http_client": {"level": "WARNING"}},
 }
 
 # --- API ----------------------------------------------------------------------
