@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import hashlib
+
 from django.db import models
 from django.utils import timezone
 
@@ -39,6 +41,8 @@ class Message(models.Model):
     class SkipReason(models.TextChoices):
         NO_CONSENT = "no_consent", "No consent for the channel"
         NO_ADDRESS = "no_address", "No address for the channel"
+        SUPPRESSED = "suppressed", "Address is on the suppression list"
+        ERASED = "erased", "Customer was erased"
 
     run = models.ForeignKey("campaigns.CampaignRun", on_delete=models.CASCADE, related_name="messages")
     step = models.ForeignKey("campaigns.Step", on_delete=models.CASCADE, related_name="messages")
@@ -123,3 +127,33 @@ class SandboxMessage(models.Model):
 
     def __str__(self) -> str:
         return f"{self.provider} to {self.to_address}"
+
+
+class Suppression(models.Model):
+    """An address Chorus must never message again, stored only as a hash.
+
+    Added on erasure (GDPR), hard bounce and spam report; checked at dispatch and
+    again at send. The hash is of the normalised address (see ``address_hash``), so
+    an erased customer re-imported later is still suppressed.
+    """
+
+    class Reason(models.TextChoices):
+        ERASURE = "erasure", "Erased (GDPR)"
+        HARD_BOUNCE = "hard_bounce", "Hard bounce"
+        SPAM_REPORT = "spam_report", "Spam report"
+        MANUAL = "manual", "Added by hand"
+
+    address_hash = models.CharField(max_length=64, unique=True, help_text="SHA-256 of the normalised address.")
+    reason = models.CharField(max_length=16, choices=Reason.choices)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.address_hash[:12]}… ({self.reason})"
+
+    @staticmethod
+    def address_hash_for(address: str) -> str:
+        """Hash of an already-normalised address (email, E.164 phone or social handle)."""
+        return hashlib.sha256(address.strip().lower().encode()).hexdigest()

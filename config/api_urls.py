@@ -1,7 +1,7 @@
 from rest_framework.routers import DefaultRouter
 
 from campaigns.api import CampaignViewSet
-from customers.api import CustomerViewSet
+from customers.api.customers import CustomerViewSet
 from segments.api import SegmentViewSet
 
 router = DefaultRouter()

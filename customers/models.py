@@ -2,11 +2,15 @@ from __future__ import annotations
 
 import re
 import zoneinfo
+from datetime import datetime
+from decimal import Decimal
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils import timezone as tz
 
+from customers.identity import IDENTITY_FIELDS, normalize_identities
 from customers.querysets import CustomerQuerySet
 
 
@@ -45,7 +49,21 @@ class Customer(models.Model):
     timezone = models.CharField(max_length=64, blank=True, validators=[validate_timezone])
     country = models.CharField(max_length=2, blank=True, help_text="ISO 3166-1 alpha-2, e.g. PL")
     city = models.CharField(max_length=100, blank=True)
+    mastodon_handle = models.CharField(max_length=100, unique=True, null=True, blank=True, help_text="@user@host")
+    bluesky_handle = models.CharField(max_length=253, unique=True, null=True, blank=True, help_text="anna.bsky.social")
     attributes = models.JSONField(default=dict, blank=True)
+    persona = models.ForeignKey(
+        "customers.Persona", null=True, blank=True, on_delete=models.SET_NULL, related_name="customers"
+    )
+    # Derived from activities (customers.services.activities), never edited by hand.
+    lifetime_value = models.DecimalField(max_digits=14, decimal_places=2, default=Decimal(0))
+    orders_count = models.PositiveIntegerField(default=0)
+    last_purchase_at = models.DateTimeField(null=True, blank=True)
+    last_engaged_email_at = models.DateTimeField(null=True, blank=True)
+    last_engaged_sms_at = models.DateTimeField(null=True, blank=True)
+    last_engaged_whatsapp_at = models.DateTimeField(null=True, blank=True)
+    last_engaged_social_at = models.DateTimeField(null=True, blank=True)
+    erased_at = models.DateTimeField(null=True, blank=True, editable=False)
     created_at = models.DateTimeField(default=tz.now, editable=False)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -63,13 +81,17 @@ class Customer(models.Model):
         return f"{self.first_name} {self.last_name}".strip()
 
     def clean(self) -> None:
-        # Identity keys are unique only when present: store absence as NULL.
-        self.email = self.email.strip().lower() or None if self.email else None
-        self.phone = self.phone.strip() or None if self.phone else None
-        self.external_id = self.external_id.strip() or None if self.external_id else None
-        self.country = self.country.upper()
-        if not (self.email or self.phone or self.external_id):
-            raise ValidationError("A customer needs at least one of email, phone or external_id.")
+        # Identity keys are unique only when present: normalise, and store absence as NULL.
+        for field, value in normalize_identities(
+            {field: getattr(self, field) for field in IDENTITY_FIELDS}, region=self.country or None
+        ).items():
+            setattr(self, field, value)
+        self.country = (self.country or "").strip().upper()
+        if self.erased_at is None and not any(getattr(self, field) for field in IDENTITY_FIELDS):
+            raise ValidationError(f"A customer needs at least one of {', '.join(IDENTITY_FIELDS)}.")
+
+    def last_engaged_at(self, channel: str) -> datetime | None:
+        return getattr(self, f"last_engaged_{channel}_at", None)
 
     def address_for(self, channel: str) -> str | None:
         """Where a message on ``channel`` goes, or None if we cannot reach them there."""
@@ -77,7 +99,45 @@ class Customer(models.Model):
             return self.email
         if channel in (Channel.SMS, Channel.WHATSAPP):
             return self.phone
+        if channel == Channel.SOCIAL:
+            return self.mastodon_handle or self.bluesky_handle
         return None
+
+
+class Persona(models.Model):
+    """An archetype customers fall into by rules; the highest-priority match wins."""
+
+    name = models.CharField(max_length=100, unique=True)
+    slug = models.SlugField(max_length=100, unique=True)
+    description = models.TextField(blank=True)
+    goals = models.TextField(blank=True)
+    pain_points = models.TextField(blank=True)
+    preferred_channels = models.JSONField(default=list, blank=True, help_text='For example ["email", "sms"]')
+    tone_of_voice = models.TextField(blank=True)
+    rules = models.JSONField(
+        default=dict,
+        help_text='Segment rule language, e.g. {"all": [{"field": "orders_count", "op": "gte", "value": 5}]}',
+    )
+    priority = models.IntegerField(default=0, help_text="When several personas match, the highest priority wins.")
+    created_at = models.DateTimeField(default=tz.now, editable=False)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-priority", "name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def clean(self) -> None:
+        from segments.rules import RuleError, validate
+
+        unknown = sorted(set(self.preferred_channels or []) - set(Channel.values))
+        if not isinstance(self.preferred_channels, list) or unknown:
+            raise ValidationError({"preferred_channels": f"Use a list of channels from {', '.join(Channel.values)}."})
+        try:
+            validate(self.rules, for_persona=True)
+        except RuleError as exc:
+            raise ValidationError({"rules": str(exc)}) from None
 
 
 class Consent(models.Model):
@@ -135,6 +195,8 @@ class Activity(models.Model):
     campaign = models.ForeignKey("campaigns.Campaign", null=True, blank=True, on_delete=models.SET_NULL)
     message = models.ForeignKey("channels.Message", null=True, blank=True, on_delete=models.SET_NULL)
     properties = models.JSONField(default=dict, blank=True)
+    # Set by API clients so a retried event is recorded once.
+    client_event_id = models.CharField(max_length=128, unique=True, null=True, blank=True)
 
     class Meta:
         ordering = ["-occurred_at", "-id"]
@@ -152,3 +214,53 @@ class Activity(models.Model):
             raise ValidationError(
                 {"kind": "Use lower-case letters, digits, '_' and '.' only (for example order.refunded)."}
             )
+
+
+class ImportJob(models.Model):
+    """One CSV import: the uploaded file, its column mapping, progress and outcome."""
+
+    class Status(models.TextChoices):
+        MAPPING = "mapping", "Waiting for column mapping"
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        DONE = "done", "Done"
+        FAILED = "failed", "Failed"
+
+    file = models.FileField(upload_to="imports/")
+    original_name = models.CharField(max_length=255)
+    # CSV column -> target ("email", "first_name", "attributes.tier", "consent.email", or "" to skip).
+    mapping = models.JSONField(default=dict, blank=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.MAPPING)
+    total_rows = models.PositiveIntegerField(default=0)
+    processed_rows = models.PositiveIntegerField(default=0)
+    created_count = models.PositiveIntegerField(default=0)
+    updated_count = models.PositiveIntegerField(default=0)
+    rejected_count = models.PositiveIntegerField(default=0)
+    errors_file = models.FileField(upload_to="imports/errors/", blank=True)
+    error = models.TextField(blank=True, help_text="Why the whole file was rejected, if it was.")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    created_at = models.DateTimeField(default=tz.now, editable=False)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"Import of {self.original_name} ({self.status})"
+
+
+class Erasure(models.Model):
+    """Audit record of a GDPR erasure: who erased which customer, and when. Holds no personal data."""
+
+    customer_id = models.PositiveBigIntegerField(db_index=True)
+    erased_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    erased_at = models.DateTimeField(default=tz.now)
+    reason = models.CharField(max_length=200, blank=True)
+    suppressed = models.PositiveSmallIntegerField(default=0, help_text="Hashes added to the suppression list.")
+
+    class Meta:
+        ordering = ["-erased_at"]
+
+    def __str__(self) -> str:
+        return f"Customer #{self.customer_id} erased {self.erased_at:%Y-%m-%d}"

@@ -52,7 +52,7 @@ class RuleError(ValueError):
         super().__init__(f"{self.path}: {reason}")
 
 
-def validate(tree: Any) -> None:
+def validate(tree: Any, *, for_persona: bool = False) -> None:
     _check(tree, "")
 
 

@@ -50,7 +50,7 @@ def test_marketer_creates_a_customer_with_consent(roles):
         ({"phone": "600100200"}, "phone", "E.164"),
         ({"email": "a@example.com", "timezone": "Mars/Olympus"}, "timezone", "IANA"),
         ({"email": "a@example.com", "consents": {"fax": "opted_in"}}, "consents", "fax"),
-        ({"first_name": "Nobody"}, "non_field_errors", "at least one of email, phone or external_id"),
+        ({"first_name": "Nobody"}, "non_field_errors", "at least one of email, phone, external_id"),
     ],
 )
 def test_bad_customer_payloads_get_400_naming_the_field(roles, payload, field, needle):

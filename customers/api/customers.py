@@ -5,7 +5,7 @@ from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.response import Response
 
 from customers.models import Channel, Consent, Customer
-from customers.services import customer_create
+from customers.services.customers import customer_create
 
 
 class CustomerSerializer(serializers.ModelSerializer):

@@ -1,4 +1,4 @@
-"""Writes to the customer record."""
+"""The consent ledger: append-only rows, the latest per channel is the current state."""
 
 from __future__ import annotations
 
@@ -40,16 +40,3 @@ def consent_record(
             properties={"from": previous or "unknown", "to": status, "source": source},
         )
     return consent
-
-
-@transaction.atomic
-def customer_create(
-    *, data: dict, consents: dict[str, str] | None = None, source: str = Consent.Source.API
-) -> Customer:
-    """Create a validated customer, with optional initial consents per channel."""
-    customer = Customer(**data)
-    customer.full_clean()
-    customer.save()
-    for channel, status in (consents or {}).items():
-        consent_record(customer=customer, channel=channel, status=status, source=source)
-    return customer

@@ -1,0 +1,1 @@
+"""Customer web UI, one module per area (routed in customers/urls.py)."""
