@@ -8,6 +8,7 @@ from decimal import Decimal
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
+from django.db.models import Q
 from django.utils import timezone as tz
 
 from customers.identity import IDENTITY_FIELDS, normalize_identities
@@ -40,17 +41,17 @@ def validate_e164(value: str) -> None:
 class Customer(models.Model):
     """The single record of one person: identities, profile and attributes."""
 
-    email = models.EmailField(max_length=254, unique=True, null=True, blank=True)
-    phone = models.CharField(max_length=16, unique=True, null=True, blank=True, validators=[validate_e164])
-    external_id = models.CharField(max_length=128, unique=True, null=True, blank=True)
+    email = models.EmailField(max_length=254, null=True, blank=True)  # noqa: DJ001
+    phone = models.CharField(max_length=16, null=True, blank=True, validators=[validate_e164])  # noqa: DJ001
+    external_id = models.CharField(max_length=128, null=True, blank=True)  # noqa: DJ001
     first_name = models.CharField(max_length=100, blank=True)
     last_name = models.CharField(max_length=100, blank=True)
     locale = models.CharField(max_length=16, blank=True)
     timezone = models.CharField(max_length=64, blank=True, validators=[validate_timezone])
     country = models.CharField(max_length=2, blank=True, help_text="ISO 3166-1 alpha-2, e.g. PL")
     city = models.CharField(max_length=100, blank=True)
-    mastodon_handle = models.CharField(max_length=100, unique=True, null=True, blank=True, help_text="@user@host")
-    bluesky_handle = models.CharField(max_length=253, unique=True, null=True, blank=True, help_text="anna.bsky.social")
+    mastodon_handle = models.CharField(max_length=100, null=True, blank=True, help_text="@user@host")  # noqa: DJ001
+    bluesky_handle = models.CharField(max_length=253, null=True, blank=True, help_text="anna.bsky.social")  # noqa: DJ001
     attributes = models.JSONField(default=dict, blank=True)
     persona = models.ForeignKey(
         "customers.Persona", null=True, blank=True, on_delete=models.SET_NULL, related_name="customers"
@@ -72,6 +73,18 @@ class Customer(models.Model):
     class Meta:
         ordering = ["-id"]
         indexes = [models.Index(fields=["country"]), models.Index(fields=["created_at"])]
+        # Identity keys are unique when present. Partial indexes skip the NULLs (most
+        # customers have no social handle) and, unlike unique=True on PostgreSQL, add
+        # no second LIKE index per column: both keep imports fast.
+        constraints = [
+            models.UniqueConstraint(
+                fields=[field],
+                condition=Q(**{f"{field}__isnull": False}),
+                name=f"customer_{field}_unique",
+                violation_error_message=f"Another customer already has this {field.replace('_', ' ')}.",
+            )
+            for field in IDENTITY_FIELDS
+        ]
 
     def __str__(self) -> str:
         return self.full_name or self.email or self.phone or f"Customer #{self.pk}"
@@ -156,7 +169,8 @@ class Consent(models.Model):
         PROVIDER_EVENT = "provider_event", "Provider event"
         ADMIN = "admin", "Admin"
 
-    customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="consents")
+    # Indexed by consent_latest_idx (customer first).
+    customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="consents", db_index=False)
     channel = models.CharField(max_length=16, choices=Channel.choices)
     status = models.CharField(max_length=16, choices=Status.choices)
     source = models.CharField(max_length=16, choices=Source.choices)
@@ -188,22 +202,38 @@ class Activity(models.Model):
         CONSENT_CHANGED = "consent.changed"
         PURCHASE = "purchase"
 
-    customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="activities")
+    # Indexed by activity_timeline_idx (customer first); a separate FK index would only slow writes.
+    customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="activities", db_index=False)
     occurred_at = models.DateTimeField(default=tz.now)
     kind = models.CharField(max_length=64)
     channel = models.CharField(max_length=16, choices=Channel.choices, blank=True)
-    campaign = models.ForeignKey("campaigns.Campaign", null=True, blank=True, on_delete=models.SET_NULL)
-    message = models.ForeignKey("channels.Message", null=True, blank=True, on_delete=models.SET_NULL)
+    campaign = models.ForeignKey("campaigns.Campaign", null=True, blank=True, on_delete=models.SET_NULL, db_index=False)
+    message = models.ForeignKey("channels.Message", null=True, blank=True, on_delete=models.SET_NULL, db_index=False)
     properties = models.JSONField(default=dict, blank=True)
     # Set by API clients so a retried event is recorded once.
-    client_event_id = models.CharField(max_length=128, unique=True, null=True, blank=True)
+    client_event_id = models.CharField(max_length=128, null=True, blank=True)  # noqa: DJ001
 
     class Meta:
         ordering = ["-occurred_at", "-id"]
         verbose_name_plural = "activities"
         indexes = [
             models.Index(fields=["customer", "-occurred_at"], name="activity_timeline_idx"),
-            models.Index(fields=["kind", "channel", "occurred_at"], name="activity_rule_idx"),
+            # Activity rules ("clicked an email in the last 30 days") read only this index
+            # on PostgreSQL: customer and campaign ride along (INCLUDE), so no heap visits.
+            models.Index(
+                fields=["kind", "channel", "occurred_at"], include=["customer", "campaign"], name="activity_rule_idx"
+            ),
+            # Most activities have no campaign or message: index only the ones that do.
+            models.Index(fields=["campaign"], condition=Q(campaign__isnull=False), name="activity_campaign_idx"),
+            models.Index(fields=["message"], condition=Q(message__isnull=False), name="activity_message_idx"),
+        ]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["client_event_id"],
+                condition=Q(client_event_id__isnull=False),
+                name="activity_client_event_id_unique",
+                violation_error_message="An event with this client_event_id was already recorded.",
+            )
         ]
 
     def __str__(self) -> str:
