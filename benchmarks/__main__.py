@@ -81,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--repeat", type=_positive, default=5, help="timed repetitions per side (default 5)")
     run.add_argument("--copy-rows", type=_positive, default=200_000, help="rows per COPY sample (default 200,000)")
     run.add_argument("--json", type=Path, help="where to write results (default benchmarks/results/<timestamp>.json)")
+    run.add_argument("--only", default="", help="run only scenarios whose name contains this text, e.g. segment.")
     return parser
 
 
@@ -152,7 +153,9 @@ def cmd_run(args: argparse.Namespace, url: str) -> int:
             copy_rows=args.copy_rows,
             seed=args.seed,
         )
-        for make in SCENARIOS:
+        for name, make in SCENARIOS.items():
+            if args.only not in name:
+                continue
             scenario = make(ctx)
             print(f"  {scenario.name}: {scenario.description}", flush=True)
             results.append(run_scenario(scenario, args.repeat))

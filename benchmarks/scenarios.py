@@ -16,7 +16,7 @@ Contract:
   (:func:`benchmarks.db.setup_django`) and a psycopg connection to it.
 
 To add a scenario, write a ``_name(ctx) -> Scenario`` function and list it in
-:data:`SCENARIOS`.
+:data:`SCENARIOS` under its name.
 """
 
 from __future__ import annotations
@@ -80,6 +80,7 @@ class Scenario:
     rows_per_second: bool = False  # the value is rows moved: also report throughput
     sql: dict[str, str] = field(default_factory=dict)
     note: str = ""
+    value_label: str = "count"
 
 
 @dataclass
@@ -95,6 +96,7 @@ class ScenarioResult:
     rows_per_second: bool
     sql: dict[str, str]
     note: str
+    value_label: str = "count"
 
     @property
     def ratio(self) -> float | None:
@@ -129,6 +131,7 @@ class ScenarioResult:
             "baseline_rows_per_second": self.throughput(self.baseline, self.baseline_value),
             "sql": self.sql,
             "note": self.note,
+            "value_label": self.value_label,
         }
 
 
@@ -308,10 +311,41 @@ def consent_segment(ctx: Context) -> Scenario:
     )
 
 
-# --- (d) activity rule: baseline only until the compiler has activity conditions ----------------
+# --- (d) four profile/attribute conditions -------------------------------------------------------
 
+PROFILE4_RULE = {
+    "all": [
+        {"field": "country", "op": "eq", "value": "PL"},
+        {"attribute": "tier", "op": "eq", "value": "gold"},
+        {"attribute": "favourite_category", "op": "eq", "value": "books"},
+        {"field": "created_at", "op": "within_last_days", "value": 730},
+    ]
+}
+PROFILE4_SQL = (
+    "SELECT count(*) FROM customers_customer WHERE country = 'PL' "
+    """AND attributes @> '{"tier": "gold"}' AND attributes @> '{"favourite_category": "books"}' """
+    "AND created_at >= now() - interval '730 days' AND created_at <= now() AND erased_at IS NULL"
+)
+
+
+def profile4_segment(ctx: Context) -> Scenario:
+    return Scenario(
+        name="segment.profile4",
+        description="count of 4 conditions: country eq PL, tier eq gold, favourite_category eq books, "
+        "signed up within 730 days",
+        chorus=_segment_count(PROFILE4_RULE),
+        baseline=_django_count_sql(PROFILE4_SQL),
+        chorus_label="segment_count(compile_rules(tree))",
+        baseline_label="hand-written SQL",
+        sql={"chorus": _compiled_sql(PROFILE4_RULE), "baseline": PROFILE4_SQL},
+    )
+
+
+# --- (e) activity rule ----------------------------------------------------------------------------
+
+ACTIVITY_RULE = {"activity": "message.clicked", "channel": "email", "within_days": 30}
 ACTIVITY_SQL = (
-    "SELECT count(*) FROM customers_customer c WHERE EXISTS ("
+    "SELECT count(*) FROM customers_customer c WHERE c.erased_at IS NULL AND EXISTS ("
     "SELECT 1 FROM customers_activity a WHERE a.customer_id = c.id AND a.kind = 'message.clicked' "
     "AND a.channel = 'email' AND a.occurred_at >= now() - interval '30 days')"
 )
@@ -320,22 +354,109 @@ ACTIVITY_SQL = (
 def activity_rule(ctx: Context) -> Scenario:
     return Scenario(
         name="segment.activity",
-        description="customers who clicked an email in the last 30 days (raw SQL ceiling for the activity rule)",
-        chorus=None,
+        description="customers who clicked an email in the last 30 days, compiled vs hand-written SQL",
+        chorus=_segment_count(ACTIVITY_RULE),
         baseline=_django_count_sql(ACTIVITY_SQL),
+        chorus_label="segment_count(compile_rules(tree))",
         baseline_label="hand-written SQL (EXISTS)",
-        sql={"baseline": ACTIVITY_SQL},
-        note="no Chorus side yet: segments/rules.py has no activity condition; add it here when it does",
+        sql={"chorus": _compiled_sql(ACTIVITY_RULE), "baseline": ACTIVITY_SQL},
     )
 
 
-SCENARIOS: tuple[Callable[[Context], Scenario], ...] = (
-    copy_activities,
-    field_segment,
-    profile_segment,
-    consent_segment,
-    activity_rule,
-)
+# --- (f) pages: server time of the customer list, search and a customer with 10,000 activities -----
+
+BUSY_CUSTOMER_ACTIVITIES = 10_000
+
+
+def _busy_customer(conn: psycopg.Connection) -> int:
+    """The oldest customer, topped up to 10,000 activities (idempotent; part of setup, not timed)."""
+    customer_id = conn.execute("SELECT min(id) FROM customers_customer").fetchone()[0]
+    have = conn.execute("SELECT count(*) FROM customers_activity WHERE customer_id = %s", [customer_id]).fetchone()[0]
+    if have < BUSY_CUSTOMER_ACTIVITIES:
+        conn.execute(
+            "INSERT INTO customers_activity (customer_id, occurred_at, kind, channel, properties) "
+            "SELECT %s, now() - make_interval(mins => n), "
+            "(ARRAY['message.sent','message.delivered','message.opened','message.clicked','purchase'])[1 + n %% 5], "
+            "(ARRAY['email','sms','whatsapp','social',''])[1 + n %% 5], '{}'::jsonb "
+            "FROM generate_series(1, %s) AS n",
+            [customer_id, BUSY_CUSTOMER_ACTIVITIES - have],
+        )
+        conn.commit()
+    return customer_id
+
+
+def _page(path: str) -> Side:
+    """A Chorus side: GET ``path`` through Django's full request stack as a logged-in Admin."""
+    from django.contrib.auth import get_user_model
+    from django.contrib.auth.models import Group
+    from django.db import connection
+    from django.test import Client
+    from django.test.utils import CaptureQueriesContext
+
+    user, _ = get_user_model().objects.get_or_create(username="bench")
+    user.groups.add(Group.objects.get(name="Admin"))
+    client = Client()
+    client.force_login(user)
+
+    def side() -> Sample:
+        with CaptureQueriesContext(connection) as queries:
+            started = time.perf_counter()
+            response = client.get(path)
+            elapsed = time.perf_counter() - started
+        if response.status_code != 200:
+            raise RuntimeError(f"GET {path} answered {response.status_code}")
+        return Sample(elapsed, len(queries.captured_queries))
+
+    return side
+
+
+def _page_scenario(name: str, description: str, path: str) -> Scenario:
+    return Scenario(
+        name=name,
+        description=description,
+        chorus=_page(path),
+        baseline=None,
+        chorus_label=f"GET {path}",
+        value_label="SQL queries",
+    )
+
+
+def customer_list_page(ctx: Context) -> Scenario:
+    return _page_scenario("page.customers", "customer list, first page", "/customers/")
+
+
+def customer_search_page(ctx: Context) -> Scenario:
+    return _page_scenario("page.customers.search", "customer list searching a name", "/customers/?q=Nowak")
+
+
+def customer_search_email_page(ctx: Context) -> Scenario:
+    return _page_scenario(
+        "page.customers.search_email", "customer list searching an email prefix", "/customers/?q=anna.nowak1"
+    )
+
+
+def customer_page(ctx: Context) -> Scenario:
+    customer_id = _busy_customer(ctx.conn)
+    return _page_scenario(
+        "page.customer",
+        "a customer page with 10,000 activities (timeline, stats, segments)",
+        f"/customers/{customer_id}/",
+    )
+
+
+# Scenario name -> factory; ``run --only TEXT`` builds only the ones whose name contains TEXT.
+SCENARIOS: dict[str, Callable[[Context], Scenario]] = {
+    "copy.activities": copy_activities,
+    "segment.field": field_segment,
+    "segment.profile": profile_segment,
+    "segment.consent": consent_segment,
+    "segment.profile4": profile4_segment,
+    "segment.activity": activity_rule,
+    "page.customers": customer_list_page,
+    "page.customers.search": customer_search_page,
+    "page.customers.search_email": customer_search_email_page,
+    "page.customer": customer_page,
+}
 
 
 def run_scenario(scenario: Scenario, repeat: int) -> ScenarioResult:
@@ -366,6 +487,7 @@ def run_scenario(scenario: Scenario, repeat: int) -> ScenarioResult:
         rows_per_second=scenario.rows_per_second,
         sql=scenario.sql,
         note=scenario.note,
+        value_label=scenario.value_label,
     )
 
 
@@ -381,7 +503,7 @@ def format_table(results: list[ScenarioResult]) -> str:
             notes.append(f"{r.chorus_value:,} rows: {cr:,.0f} rows/s vs {br:,.0f} rows/s" if cr and br else "")
         else:
             shown = r.chorus_value if r.chorus_value is not None else r.baseline_value
-            notes.append(f"count {shown:,}")
+            notes.append(f"{r.value_label} {shown:,}")
             if r.values_match is False:
                 notes.append(f"MISMATCH: baseline counts {r.baseline_value:,}")
         if not c:
