@@ -250,7 +250,7 @@ def copy_activities(ctx: Context) -> Scenario:
 # --- (b) profile segments -----------------------------------------------------------------------
 
 FIELD_RULE = {"field": "country", "op": "eq", "value": "PL"}
-FIELD_SQL = "SELECT count(*) FROM customers_customer WHERE country = 'PL'"
+FIELD_SQL = "SELECT count(*) FROM customers_customer WHERE country = 'PL' AND erased_at IS NULL"
 
 
 def field_segment(ctx: Context) -> Scenario:
@@ -272,7 +272,8 @@ PROFILE_RULE = {
     ]
 }
 PROFILE_SQL = (
-    "SELECT count(*) FROM customers_customer WHERE country = 'PL' AND attributes->>'tier' IN ('gold', 'silver')"
+    "SELECT count(*) FROM customers_customer WHERE country = 'PL' AND attributes->>'tier' IN ('gold', 'silver') "
+    "AND erased_at IS NULL"
 )
 
 
@@ -293,8 +294,9 @@ def profile_segment(ctx: Context) -> Scenario:
 CONSENT_RULE = {"consent": "email", "op": "eq", "value": "opted_in"}
 CONSENT_SQL = (
     "SELECT count(*) FROM ("
-    "SELECT DISTINCT ON (customer_id) status FROM customers_consent WHERE channel = 'email' "
+    "SELECT DISTINCT ON (customer_id) customer_id, status FROM customers_consent WHERE channel = 'email' "
     "ORDER BY customer_id, occurred_at DESC, id DESC) latest "
+    "JOIN customers_customer c ON c.id = latest.customer_id AND c.erased_at IS NULL "
     "WHERE status = 'opted_in'"
 )
 

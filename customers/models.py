@@ -72,7 +72,13 @@ class Customer(models.Model):
 
     class Meta:
         ordering = ["-id"]
-        indexes = [models.Index(fields=["country"]), models.Index(fields=["created_at"])]
+        # Every audience excludes erased customers (segments.selectors), so the indexes
+        # that segment counts lean on cover live customers only: counts stay index-only.
+        indexes = [
+            models.Index(fields=["id"], condition=Q(erased_at__isnull=True), name="customer_live_idx"),
+            models.Index(fields=["country"], condition=Q(erased_at__isnull=True), name="customer_live_country_idx"),
+            models.Index(fields=["created_at"], condition=Q(erased_at__isnull=True), name="customer_live_created_idx"),
+        ]
         # Identity keys are unique when present. Partial indexes skip the NULLs (most
         # customers have no social handle) and, unlike unique=True on PostgreSQL, add
         # no second LIKE index per column: both keep imports fast.
