@@ -32,7 +32,7 @@ class Segment(models.Model):
 
         if self.kind == self.Kind.DYNAMIC:
             try:
-                validate(self.rules)
+                validate(self.rules, segment_id=self.pk)
             except RuleError as exc:
                 raise ValidationError({"rules": str(exc)}) from None
 

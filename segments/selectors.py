@@ -1,19 +1,61 @@
-"""Reads of segment audiences: every caller goes through one compiled query."""
+"""Reads of segment audiences: every caller goes through one compiled query.
+
+Erased customers are in no audience: these selectors exclude them, the compiled rules do not.
+"""
 
 from __future__ import annotations
 
-from django.db.models import QuerySet
+from datetime import datetime
+from typing import Any
+
+from django.db.models import BooleanField, Exists, ExpressionWrapper, OuterRef, Q, QuerySet
 
 from customers.models import Customer
-from segments.models import Segment
-from segments.rules import compile_rules
+from segments.models import Segment, SegmentMember
+from segments.rules import compile_rules, compile_segment_rules
 
 
-def segment_customers(segment: Segment) -> QuerySet[Customer]:
+def _live() -> QuerySet[Customer]:
+    return Customer.objects.filter(erased_at__isnull=True)
+
+
+def rules_customers(tree: Any, *, now: datetime | None = None) -> QuerySet[Customer]:
+    """Customers an unsaved rule tree selects (API preview, UI builder); raises RuleError if invalid."""
+    return _live().filter(compile_rules(tree, now=now))
+
+
+def rules_count(tree: Any, *, now: datetime | None = None) -> int:
+    """How many customers an unsaved rule tree selects, in one COUNT query."""
+    return rules_customers(tree, now=now).count()
+
+
+def segment_customers(segment: Segment, *, now: datetime | None = None) -> QuerySet[Customer]:
+    """The segment's audience: its member rows (static) or its rules (dynamic; RuleError if invalid)."""
     if segment.kind == Segment.Kind.STATIC:
-        return Customer.objects.filter(pk__in=segment.members.values("customer_id"))
-    return Customer.objects.filter(compile_rules(segment.rules))
+        return _live().filter(Exists(SegmentMember.objects.filter(segment_id=segment.pk, customer_id=OuterRef("pk"))))
+    return rules_customers(segment.rules, now=now)
 
 
-def segment_count(segment: Segment) -> int:
-    return segment_customers(segment).count()
+def segment_count(segment: Segment, *, now: datetime | None = None) -> int:
+    return segment_customers(segment, now=now).count()
+
+
+def customer_segments(customer: Customer, *, now: datetime | None = None) -> list[Segment]:
+    """The segments ``customer`` is in, by name; membership of all segments is one query on their row.
+
+    Segments whose rules no longer validate are left out (their own page shows the error);
+    an erased customer is in none.
+    """
+    segments = list(Segment.objects.order_by("name", "pk"))
+    memberships = compile_segment_rules(segments, now=now)
+    if not memberships:
+        return []
+    row = (
+        _live()
+        .filter(pk=customer.pk)
+        .values(**{f"s{pk}": ExpressionWrapper(Q(q), BooleanField()) for pk, q in memberships.items()})
+        .first()
+    )
+    if row is None:
+        return []
+    return [segment for segment in segments if row.get(f"s{segment.pk}")]
