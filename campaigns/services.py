@@ -21,6 +21,7 @@ from campaigns.models import Campaign, CampaignRun, Enrollment, Step
 from campaigns.rendering import ContentError, check_liquid
 from campaigns.selectors import campaign_audience
 from channels.models import Message
+from channels.suppression import suppressed_addresses
 from customers.models import Activity, Customer
 
 logger = logging.getLogger(__name__)
@@ -125,10 +126,17 @@ def campaign_launch(*, campaign_id: int, now: datetime | None = None) -> Campaig
     return run
 
 
-def _address_and_skip(customer: Customer, channel: str, consented: set[int]) -> tuple[str, str]:
+def _address_and_skip(
+    customer: Customer, channel: str, consented: set[int], suppressed: set[str]
+) -> tuple[str, str]:
+    """Where the message goes and, if it must not be sent, why (erased, no address, suppressed, no consent)."""
+    if customer.erased_at is not None:
+        return "", Message.SkipReason.ERASED
     address = customer.address_for(channel)
     if not address:
         return "", Message.SkipReason.NO_ADDRESS
+    if address in suppressed:
+        return address, Message.SkipReason.SUPPRESSED
     if customer.pk not in consented:
         return address, Message.SkipReason.NO_CONSENT
     return address, ""
@@ -137,9 +145,10 @@ def _address_and_skip(customer: Customer, channel: str, consented: set[int]) -> 
 def enrollments_dispatch(*, limit: int | None = None, now: datetime | None = None) -> int:
     """Claim up to ``limit`` due enrollments and create their step's messages.
 
-    Consent is checked here and again at send time. Each (step, run, customer)
-    gets at most one message: the unique constraint backs up the row locks.
-    Send tasks are enqueued only after commit. Returns how many were claimed.
+    Erasure, suppression and consent are checked here and again at send time.
+    Each (step, run, customer) gets at most one message: the unique constraint
+    backs up the row locks. Send tasks are enqueued only after commit. Returns
+    how many were claimed.
     """
     from channels.tasks import messages_enqueue
 
@@ -163,12 +172,16 @@ def enrollments_dispatch(*, limit: int | None = None, now: datetime | None = Non
             channel: set(Customer.objects.filter(pk__in=customer_ids).consented(channel).values_list("pk", flat=True))
             for channel in {s.channel for campaign_steps in steps.values() for s in campaign_steps}
         }
+        # One query for the whole batch: every address this dispatch would write to.
+        suppressed = suppressed_addresses(
+            e.customer.address_for(steps[e.run.campaign_id][e.step_position].channel) for e in due
+        )
 
         messages = []
         for enrollment in due:
             campaign_steps = steps[enrollment.run.campaign_id]
             step = campaign_steps[enrollment.step_position]
-            address, skip = _address_and_skip(enrollment.customer, step.channel, consented[step.channel])
+            address, skip = _address_and_skip(enrollment.customer, step.channel, consented[step.channel], suppressed)
             messages.append(
                 Message(
                     run=enrollment.run,

@@ -17,8 +17,10 @@ from django.utils import timezone
 from campaigns.rendering import ContentError, render_step
 from channels.adapters import ChannelError, Outbound, SendResult, adapter_for
 from channels.models import Message, ProviderEvent
+from channels.suppression import suppressed_addresses
 from customers.models import Activity, Consent, Customer
 from customers.services import consent_record
+from customers.services.activities import activity_record
 
 logger = logging.getLogger(__name__)
 S = Message.Status
@@ -92,10 +94,11 @@ def messages_send(*, message_ids: list[int], final_attempt: bool = False) -> Non
     """Send the queued messages among ``message_ids``.
 
     Each message is claimed (queued -> sending) before any provider call, so a
-    redelivered task or a second worker never sends it twice. Consent is checked
-    again now. Permanent errors fail the message with the provider's reason;
-    transient ones put it back to queued and raise ``TransientSendError`` so the
-    task retries, unless this is the final attempt.
+    redelivered task or a second worker never sends it twice. Erasure, suppression
+    and consent are checked again now, right before the provider is called.
+    Permanent errors fail the message with the provider's reason; transient ones
+    put it back to queued and raise ``TransientSendError`` so the task retries,
+    unless this is the final attempt.
     """
     claimed = _claim(message_ids)
     by_channel: dict[str, list[Message]] = defaultdict(list)
@@ -114,8 +117,21 @@ def _send_channel(channel: str, messages: list[Message], final_attempt: bool) ->
         .consented(channel)
         .values_list("pk", flat=True)
     )
+    # Read now, not at dispatch: the customer may have been erased or the address suppressed since.
+    erased = set(
+        Customer.objects.filter(pk__in=[m.customer_id for m in messages], erased_at__isnull=False).values_list(
+            "pk", flat=True
+        )
+    )
+    suppressed = suppressed_addresses(m.to_address for m in messages)
     activities, outbound, pending = [], [], {}
     for message in messages:
+        if message.customer_id in erased:
+            activities.append(_finish(message, S.SKIPPED, skip=Message.SkipReason.ERASED))
+            continue
+        if message.to_address in suppressed:
+            activities.append(_finish(message, S.SKIPPED, skip=Message.SkipReason.SUPPRESSED))
+            continue
         if message.customer_id not in consented:
             activities.append(_finish(message, S.SKIPPED, skip=Message.SkipReason.NO_CONSENT))
             continue
@@ -235,7 +251,8 @@ def provider_event_process(*, event_id: int) -> None:
         if outcome.status and message:
             message_advance(message=message, status=outcome.status, at=outcome.at)
         if outcome.activity and customer:
-            Activity.objects.create(
+            # Through the timeline service, so last_engaged_<channel>_at stays current.
+            activity_record(
                 customer=customer,
                 kind=outcome.activity,
                 channel=outcome.channel or (message.channel if message else ""),
