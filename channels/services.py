@@ -250,6 +250,13 @@ def provider_event_process(*, event_id: int) -> None:
         customer = message.customer if message else outcome.customer
         if outcome.status and message:
             message_advance(message=message, status=outcome.status, at=outcome.at)
+        if customer and customer.erased_at:
+            # A late webhook about an erased customer moves the message's status (reports
+            # keep their counts) but leaves no personal data: not on the timeline, not in the ledger.
+            ProviderEvent.objects.filter(pk=event.pk).update(
+                processed_at=timezone.now(), message=message, payload={"erased": True}, error=""
+            )
+            return
         if outcome.activity and customer:
             # Through the timeline service, so last_engaged_<channel>_at stays current.
             activity_record(

@@ -16,7 +16,7 @@ from channels.models import Message, ProviderEvent
 from config.keys import ec_private_key_pem, ec_sign_b64
 from customers.models import Activity
 from customers.services import consent_current
-from tests.factories import CustomerFactory, StepFactory
+from tests.factories import CustomerFactory, StepFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -274,3 +274,23 @@ def test_shared_fixture_events_are_accepted(client, django_capture_on_commit_cal
     assert ProviderEvent.objects.count() == len({e["sg_event_id"] for e in events})
     # No Chorus message 1001 exists here: each event is stored and marked with why.
     assert not ProviderEvent.objects.filter(processed_at=None).exists()
+
+
+def test_a_webhook_arriving_after_erasure_leaves_no_personal_data(
+    client, email_message, roles, django_capture_on_commit_callbacks
+):
+    from customers.services.privacy import customer_erase
+
+    customer = email_message.customer
+    address = customer.email
+    customer_erase(customer=customer, by=UserFactory(role="Admin"))
+    activities_before = Activity.objects.filter(customer=customer).count()
+    with django_capture_on_commit_callbacks(execute=True):
+        response = post_sendgrid(client, [sendgrid_event(email_message, "open", "ev-late", email=address)])
+    assert response.status_code == 200
+    event = ProviderEvent.objects.get(dedupe_key__contains="ev-late")
+    assert event.processed_at is not None
+    assert address not in json.dumps(event.payload)
+    assert Activity.objects.filter(customer=customer).count() == activities_before
+    email_message.refresh_from_db()
+    assert email_message.status == "opened", "reports keep counting the engagement"
