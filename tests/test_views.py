@@ -40,7 +40,20 @@ def _local_input(dt) -> str:
 
 @pytest.mark.parametrize(
     "url",
-    ["/", "/customers/", "/segments/", "/campaigns/", "/outbox/", "/campaigns/1/", "/customers/1/", "/segments/1/"],
+    [
+        "/",
+        "/customers/",
+        "/segments/",
+        "/campaigns/",
+        "/outbox/",
+        "/campaigns/1/",
+        "/customers/1/",
+        "/segments/1/",
+        "/customers/count/",
+        "/customers/personas/",
+        "/customers/personas/new/",
+        "/customers/personas/loyal/",
+    ],
 )
 def test_every_page_sends_anonymous_visitors_to_login(client, url):
     response = client.get(url)

@@ -1,5 +1,7 @@
-"""Demo data: a brand, ~200 customers with consents and history, three segments,
-and a scheduled email + SMS campaign. Running it again reuses what exists."""
+"""Demo data: a brand, ~200 customers with consents, purchases, events and a past
+campaign's messages, four personas, three segments, and a scheduled email + SMS
+campaign. Running it again reuses what exists (personas are brought up to date,
+stats and personas recomputed)."""
 
 from __future__ import annotations
 
@@ -10,11 +12,15 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.core.management.base import BaseCommand
 from django.db import transaction
+from django.db.models import Count
 from django.utils import timezone
 
-from campaigns.models import Brand, Campaign, Step
+from campaigns.models import Brand, Campaign, CampaignRun, Enrollment, Step
+from channels.models import Message
 from config.roles import ADMIN
-from customers.models import Activity, Consent, Customer
+from customers.models import Activity, Consent, Customer, Persona
+from customers.services.activities import customer_stats_refresh
+from customers.services.personas import persona_save, personas_assign
 from segments.models import Segment
 
 DEMO_USER, DEMO_PASSWORD = "demo", "chorus-demo"
@@ -22,14 +28,75 @@ BRAND_NAME = "Northwind Outfitters"
 FIRST = ["Ana", "Bartek", "Chloé", "Dawid", "Emma", "Felix", "Greta", "Hugo", "Iga", "Jonas", "Kasia", "Liam",
          "Maja", "Noah", "Ola", "Paul", "Rosa", "Szymon", "Tara", "Zofia"]  # fmt: skip
 LAST = ["Nowak", "Kowalska", "Müller", "Schmidt", "Dubois", "Martin", "Smith", "Jones", "Wiśniewski", "Fischer"]
-PLACES = [  # country, city, time zone, phone prefix, weight
+PLACES = [  # country, city, time zone, mobile prefix (valid ranges for phonenumbers), weight
     ("PL", "Kraków", "Europe/Warsaw", "+48600", 40),
     ("PL", "Warszawa", "Europe/Warsaw", "+48601", 25),
-    ("DE", "Berlin", "Europe/Berlin", "+49151", 15),
+    ("DE", "Berlin", "Europe/Berlin", "+4915123", 15),
     ("FR", "Lyon", "Europe/Paris", "+33612", 10),
-    ("GB", "London", "Europe/London", "+44770", 10),
+    ("GB", "London", "Europe/London", "+447700", 10),
 ]
 TIERS = ["bronze", "bronze", "bronze", "silver", "silver", "gold", "platinum"]
+PRODUCTS = ["Trail runner 2", "Alpine shell jacket", "Merino base layer", "Day pack 24L", "Trekking poles",
+            "Down vest", "Hiking socks (3-pack)", "Headlamp 400"]  # fmt: skip
+# Shares of the demo audience, in order; the rest are occasional shoppers.
+ARCHETYPES = [("loyal", 0.15), ("lapsed", 0.15), ("bargain", 0.2), ("new", 0.12)]
+
+PERSONAS = [
+    {
+        "slug": "lapsed",
+        "name": "Lapsed",
+        "priority": 50,
+        "description": "Bought from us before, but not in the last six months.",
+        "goals": "A reason to come back: what is new since their last order, and whether it fits them.",
+        "pain_points": "Forgot about us, or the last order disappointed. Guilt-tripping 'we miss you' mail.",
+        "tone_of_voice": "Friendly and brief, no guilt. One clear reason to return and one clear offer.",
+        "preferred_channels": ["email"],
+        "rules": {
+            "all": [
+                {"field": "orders_count", "op": "gte", "value": 1},
+                {"field": "last_purchase_at", "op": "before_last_days", "value": 180},
+            ]
+        },
+    },
+    {
+        "slug": "loyal-regular",
+        "name": "Loyal regular",
+        "priority": 40,
+        "description": "Five orders or more: our best customers.",
+        "goals": "Gear that lasts; early access to new collections; being recognised as a regular.",
+        "pain_points": "Discounts that reward newcomers more than them; emails about things they already own.",
+        "tone_of_voice": "Warm, personal, insider. Thank them first; no hard sell.",
+        "preferred_channels": ["email", "sms"],
+        "rules": {"all": [{"field": "orders_count", "op": "gte", "value": 5}]},
+    },
+    {
+        "slug": "bargain-hunter",
+        "name": "Bargain hunter",
+        "priority": 30,
+        "description": "Shops on promotions and redeems coupons often.",
+        "goals": "The best price for good-quality gear; hearing about sales first.",
+        "pain_points": "Full-price messaging; missing a sale by a day.",
+        "tone_of_voice": "Direct and concrete: the discount, the code and the deadline up front.",
+        "preferred_channels": ["sms", "email"],
+        "rules": {
+            "any": [
+                {"attribute": "coupon_uses", "op": "gte", "value": 3},
+                {"activity": "coupon.redeemed", "min_count": 3, "within_days": 365, "performed": True},
+            ]
+        },
+    },
+    {
+        "slug": "new-subscriber",
+        "name": "New subscriber",
+        "priority": 20,
+        "description": "Joined in the last 30 days.",
+        "goals": "Understand what Northwind stands for and make a confident first purchase.",
+        "pain_points": "Too many choices; unsure about sizes, delivery and returns.",
+        "tone_of_voice": "Welcoming and helpful: guides, size advice, free returns. Assume nothing.",
+        "preferred_channels": ["email"],
+        "rules": {"all": [{"field": "created_at", "op": "within_last_days", "value": 30}]},
+    },
+]
 
 
 class Command(BaseCommand):
@@ -45,6 +112,14 @@ class Command(BaseCommand):
             self.stdout.write("Demo data already present; reusing it.")
         else:
             self._load(customers)
+        # Stats first: the personas' rules read them.
+        customer_stats_refresh(
+            customer_ids=Customer.objects.filter(erased_at__isnull=True).values_list("pk", flat=True)
+        )
+        self._personas()
+        personas_assign()
+        counts = dict(Persona.objects.annotate(n=Count("customers")).order_by("-priority").values_list("name", "n"))
+        self.stdout.write("Personas: " + ", ".join(f"{name} {n}" for name, n in counts.items()))
         self.stdout.write(self.style.SUCCESS(f"Log in at http://127.0.0.1:8000/ as {DEMO_USER} / {DEMO_PASSWORD}"))
 
     def _user(self):
@@ -56,6 +131,12 @@ class Command(BaseCommand):
             user.set_password(DEMO_PASSWORD)
             user.save()
         user.groups.add(Group.objects.get(name=ADMIN))
+
+    def _personas(self):
+        """Create the demo personas or bring them back to their demo definition (by slug)."""
+        for definition in PERSONAS:
+            persona = Persona.objects.filter(slug=definition["slug"]).first() or Persona()
+            persona_save(persona=persona, data=definition)
 
     def _load(self, count: int):
         rng = random.Random(2026)  # noqa: S311 - demo data, not security
@@ -72,12 +153,24 @@ class Command(BaseCommand):
             sms_sender="+15005550006",
         )
         places = [p for p in PLACES for _ in range(p[4])]
-        people = []
+        people, archetypes = [], []
         for n in range(count):
             first, last = rng.choice(FIRST), rng.choice(LAST)
             country, city, tz, prefix, _ = rng.choice(places)
+            archetype = self._archetype(rng.random())
+            joined_days_ago = (
+                rng.randint(1, 29) if archetype == "new" else rng.randint(260 if archetype == "lapsed" else 60, 700)
+            )
             # A few addresses the sandbox bounces, so the outbox shows failures too.
             local = f"bounce.{n}" if n % 40 == 39 else f"{first.lower()}.{last.lower()}.{n}"
+            attributes = {
+                "tier": rng.choice(TIERS),
+                "newsletter_topics": rng.sample(["hiking", "running", "travel"], 2),
+            }
+            if archetype == "bargain":
+                attributes["coupon_uses"] = rng.randint(3, 8)
+            elif rng.random() < 0.5:
+                attributes["coupon_uses"] = rng.randint(0, 2)
             people.append(
                 Customer(
                     email=local.encode("ascii", "ignore").decode() + "@example.com",
@@ -89,47 +182,25 @@ class Command(BaseCommand):
                     timezone=tz,
                     country=country,
                     city=city,
-                    attributes={
-                        "tier": rng.choice(TIERS),
-                        "newsletter_topics": rng.sample(["hiking", "running", "travel"], 2),
-                    },
-                    created_at=now - timedelta(days=rng.randint(30, 700)),
+                    mastodon_handle=f"@{first.lower().encode('ascii', 'ignore').decode()}{n}@mastodon.social"
+                    if n % 7 == 0
+                    else None,
+                    bluesky_handle=f"{last.lower().encode('ascii', 'ignore').decode()}{n}.bsky.social"
+                    if n % 9 == 0
+                    else None,
+                    attributes=attributes,
+                    created_at=now - timedelta(days=joined_days_ago, minutes=rng.randint(0, 1440)),
                 )
             )
+            archetypes.append(archetype)
         people = Customer.objects.bulk_create(people)
+
         consents, activities = [], []
-        for person in people:
-            joined = person.created_at
-            for channel, p_in, p_out in (("email", 0.8, 0.1), ("sms", 0.55, 0.15)):
-                roll = rng.random()
-                if roll < p_in + p_out:
-                    status = "opted_in" if roll < p_in else "opted_out"
-                    consents.append(
-                        Consent(customer=person, channel=channel, status=status, source="import", occurred_at=joined)
-                    )
-            for _ in range(rng.randint(1, 6)):
-                at = now - timedelta(days=rng.randint(0, 365), minutes=rng.randint(0, 1440))
-                if rng.random() < 0.4:
-                    amount = round(rng.uniform(15, 250), 2)
-                    activities.append(
-                        Activity(
-                            customer=person,
-                            kind="purchase",
-                            occurred_at=at,
-                            properties={"amount": amount, "currency": "EUR"},
-                        )
-                    )
-                else:
-                    kind = rng.choice(["message.opened", "message.clicked", "message.delivered"])
-                    activities.append(
-                        Activity(
-                            customer=person,
-                            kind=kind,
-                            channel="email",
-                            occurred_at=at,
-                            properties={"source": "history import"},
-                        )
-                    )
+        email_ok, sms_ok = set(), {}  # who may receive the past campaign; SMS: until when
+        for person, archetype in zip(people, archetypes, strict=True):
+            self._consents(rng, person, now, consents, activities, email_ok, sms_ok)
+            self._purchases(rng, person, archetype, now, activities)
+            self._events(rng, person, archetype, now, activities)
         Consent.objects.bulk_create(consents)
         Activity.objects.bulk_create(activities)
 
@@ -148,6 +219,7 @@ class Command(BaseCommand):
             description="Gold and platinum tier.",
             rules={"any": [{"attribute": "tier", "op": "in", "value": ["gold", "platinum"]}]},
         )
+        sent = self._past_campaign(rng, brand, subscribers, people, now, email_ok, sms_ok)
         campaign = Campaign.objects.create(
             name="Spring sale",
             goal="Drive spring collection purchases: 20% off for a week.",
@@ -172,6 +244,233 @@ class Command(BaseCommand):
             body="Northwind: {{ first_name }}, 20% off spring gear with code SPRING20. Reply STOP to opt out",
         )
         self.stdout.write(
-            f"Loaded {len(people)} customers, {len(consents)} consents, {len(activities)} activities, "
-            f"3 segments and the 'Spring sale' campaign (launches at {campaign.scheduled_at:%H:%M} UTC)."
+            f"Loaded {len(people)} customers, {len(consents)} consents, "
+            f"{Activity.objects.filter(customer__in=people).count()} activities (purchases, shop events, consent "
+            f"changes and {sent} messages of the completed 'Winter clearance' campaign), 3 segments and the "
+            f"'Spring sale' campaign (launches at {campaign.scheduled_at:%H:%M} UTC)."
         )
+
+    @staticmethod
+    def _archetype(roll: float) -> str:
+        for name, share in ARCHETYPES:
+            if roll < share:
+                return name
+            roll -= share
+        return "occasional"
+
+    def _consents(self, rng, person, now, consents, activities, email_ok, sms_ok):
+        """An import-time state per channel, and for some a later change with its evidence."""
+        joined = person.created_at
+        for channel, p_in, p_out in (("email", 0.8, 0.1), ("sms", 0.55, 0.15)):
+            roll = rng.random()
+            if roll >= p_in + p_out:
+                continue  # never asked
+            status = "opted_in" if roll < p_in else "opted_out"
+            rows = [("import", status, joined, {"file": "shop-export-2024.csv"})]
+            age = max((now - joined).days, 2)
+            if channel == "email" and status == "opted_in" and rng.random() < 0.25:
+                at = joined + timedelta(days=rng.randint(1, age - 1))
+                rows.append(("form", "opted_in", at, {"ip": f"203.0.113.{rng.randint(2, 254)}", "form": "footer"}))
+            if channel == "sms" and status == "opted_in" and rng.random() < 0.12:
+                at = joined + timedelta(days=rng.randint(1, age - 1))
+                rows.append(("sms_keyword", "opted_out", at, {"keyword": "STOP"}))
+            previous = "unknown"
+            for source, state, at, evidence in rows:
+                consents.append(
+                    Consent(
+                        customer=person, channel=channel, status=state, source=source, occurred_at=at, evidence=evidence
+                    )
+                )
+                if state != previous:
+                    activities.append(
+                        Activity(
+                            customer=person,
+                            kind="consent.changed",
+                            channel=channel,
+                            occurred_at=at,
+                            properties={"from": previous, "to": state, "source": source},
+                        )
+                    )
+                previous = state
+            if channel == "email" and previous == "opted_in":
+                email_ok.add(person.pk)
+            if channel == "sms" and status == "opted_in":
+                # Reachable by SMS until the STOP, if any.
+                sms_ok[person.pk] = rows[-1][2] if previous == "opted_out" else now
+
+    def _purchases(self, rng, person, archetype, now, activities):
+        age = max((now - person.created_at).days, 1)
+        if archetype == "loyal":
+            days = [rng.randint(0, min(170, age)) for _ in range(rng.randint(5, 12))]
+            amounts = (40, 250)
+        elif archetype == "lapsed":
+            days = [rng.randint(200, max(201, min(600, age))) for _ in range(rng.randint(1, 4))]
+            amounts = (30, 180)
+        elif archetype == "bargain":
+            days = [rng.randint(0, min(150, age)) for _ in range(rng.randint(1, 4))]
+            amounts = (10, 60)
+        elif archetype == "new":
+            days = [rng.randint(0, age - 1)] if rng.random() < 0.4 and age > 1 else []
+            amounts = (20, 120)
+        else:
+            days = [rng.randint(0, min(170, age)) for _ in range(rng.choice([0, 0, 1, 2, 3]))]
+            amounts = (20, 200)
+        for n, day in enumerate(sorted(days, reverse=True)):
+            properties = {
+                "amount": round(rng.uniform(*amounts), 2),
+                "currency": "EUR",
+                "order_id": f"NW-{person.pk:05d}-{n + 1}",
+                "product": rng.choice(PRODUCTS),
+            }
+            if archetype == "bargain":
+                properties["coupon"] = rng.choice(["WELCOME10", "FLASH20", "WINTER30"])
+            activities.append(
+                Activity(
+                    customer=person,
+                    kind="purchase",
+                    occurred_at=now - timedelta(days=day, minutes=rng.randint(0, 1440)),
+                    properties=properties,
+                )
+            )
+
+    def _events(self, rng, person, archetype, now, activities):
+        """Custom events from the shop: product views, abandoned carts and coupon redemptions."""
+        age = max((now - person.created_at).days, 1)
+        for _ in range(rng.randint(0, 4)):
+            activities.append(
+                Activity(
+                    customer=person,
+                    kind="product.viewed",
+                    occurred_at=now - timedelta(days=rng.randint(0, min(age, 90))),
+                    properties={"product": rng.choice(PRODUCTS), "source": "web"},
+                )
+            )
+        if rng.random() < 0.2:
+            activities.append(
+                Activity(
+                    customer=person,
+                    kind="cart.abandoned",
+                    occurred_at=now - timedelta(days=rng.randint(0, min(age, 60))),
+                    properties={"items": rng.randint(1, 4), "value": round(rng.uniform(30, 300), 2)},
+                )
+            )
+        uses = person.attributes.get("coupon_uses", 0) if archetype == "bargain" else 0
+        for _ in range(uses):
+            activities.append(
+                Activity(
+                    customer=person,
+                    kind="coupon.redeemed",
+                    channel="email",
+                    occurred_at=now - timedelta(days=rng.randint(0, min(age, 300))),
+                    properties={"code": rng.choice(["WELCOME10", "FLASH20", "WINTER30"])},
+                )
+            )
+
+    def _past_campaign(self, rng, brand, segment, people, now, email_ok, sms_ok) -> int:
+        """A completed email + SMS campaign from 75 days ago, with its messages and their outcomes,
+        so campaign reports, persona engagement and customers' engagement summaries have history."""
+        started = now - timedelta(days=75)
+        campaign = Campaign.objects.create(
+            name="Winter clearance",
+            goal="Clear winter stock: up to 30% off outerwear.",
+            brand=brand,
+            segment=segment,
+            state=Campaign.State.COMPLETED,
+            scheduled_at=started,
+            launched_at=started,
+            completed_at=started + timedelta(days=1, hours=1),
+        )
+        email = Step.objects.create(
+            campaign=campaign,
+            position=0,
+            channel="email",
+            subject="{{ first_name | default: 'Hello' }}, winter clearance: up to 30% off",
+            body="Hi {{ first_name | default: 'there' }},\n\nOur winter clearance is on: up to 30% off outerwear "
+            "with code WINTER30 while stocks last.\n\nThe Northwind team",
+        )
+        sms = Step.objects.create(
+            campaign=campaign,
+            position=1,
+            channel="sms",
+            delay=timedelta(days=1),
+            body="Northwind: {{ first_name }}, last day of winter clearance, code WINTER30. Reply STOP to opt out",
+        )
+        run = CampaignRun.objects.create(
+            campaign=campaign, number=1, started_at=started, finished_at=campaign.completed_at
+        )
+        messages, outcomes, enrolled = [], [], []
+        for person in people:
+            if person.created_at >= started:
+                continue  # joined after the campaign
+            for step, at, ok in (
+                (email, started, person.pk in email_ok),
+                (sms, started + timedelta(days=1), sms_ok.get(person.pk, started) > started + timedelta(days=1)),
+            ):
+                if not ok:
+                    continue
+                at = at + timedelta(minutes=rng.randint(0, 30))
+                steps = self._outcome(rng, step.channel, person.email or "")
+                status = steps[-1][0] if steps else "sent"
+                stamps = {
+                    f"{name}_at": at + offset for name, offset in steps if name in {"delivered", "opened", "clicked"}
+                }
+                if status == Message.Status.BOUNCED:
+                    stamps["failed_at"] = at + steps[-1][1]
+                first = person.first_name or "there"
+                messages.append(
+                    Message(
+                        run=run,
+                        step=step,
+                        customer=person,
+                        channel=step.channel,
+                        status=status,
+                        rank=Message.RANK[status],
+                        to_address=person.address_for(step.channel) or "",
+                        subject=f"{first}, winter clearance: up to 30% off" if step.channel == "email" else "",
+                        body=step.body.replace("{{ first_name | default: 'there' }}", first).replace(
+                            "{{ first_name }}", first
+                        ),
+                        provider="sendgrid" if step.channel == "email" else "twilio",
+                        attempts=1,
+                        created_at=at,
+                        sent_at=at,
+                        **stamps,
+                    )
+                )
+                outcomes.append((person, step, at, steps))
+            if person.pk in email_ok or person.pk in sms_ok:
+                enrolled.append(Enrollment(run=run, customer=person, step_position=2, state=Enrollment.State.COMPLETED))
+        Enrollment.objects.bulk_create(enrolled)
+        messages = Message.objects.bulk_create(messages)
+        activities = []
+        for message, (person, step, at, steps) in zip(messages, outcomes, strict=True):
+            for name, offset in [("sent", timedelta(0)), *steps]:
+                activities.append(
+                    Activity(
+                        customer=person,
+                        kind=f"message.{name}",
+                        channel=step.channel,
+                        campaign=campaign,
+                        message=message,
+                        occurred_at=at + offset,
+                        properties={"step": step.position + 1},
+                    )
+                )
+        Activity.objects.bulk_create(activities)
+        return len(messages)
+
+    @staticmethod
+    def _outcome(rng, channel: str, email: str) -> list[tuple[str, timedelta]]:
+        """What happened after sending: (status, delay after the send) in order; the last is final."""
+        if channel == "email" and email.startswith("bounce."):
+            return [("bounced", timedelta(minutes=1))]
+        if rng.random() > (0.95 if channel == "email" else 0.97):
+            return []  # sent, but no delivery receipt came back
+        steps = [("delivered", timedelta(minutes=1))]
+        if channel == "email" and rng.random() < 0.48:
+            steps.append(("opened", timedelta(hours=rng.randint(1, 30))))
+            if rng.random() < 0.32:
+                steps.append(("clicked", steps[-1][1] + timedelta(minutes=rng.randint(1, 20))))
+        elif channel == "sms" and rng.random() < 0.09:
+            steps.append(("clicked", timedelta(hours=rng.randint(1, 6))))
+        return steps
