@@ -437,6 +437,16 @@ def customer_search_email_page(ctx: Context) -> Scenario:
     )
 
 
+def customer_count_fragment(ctx: Context) -> Scenario:
+    return _page_scenario("page.customers.count", "the list's total (loaded after the page)", "/customers/count/")
+
+
+def customer_search_count_fragment(ctx: Context) -> Scenario:
+    return _page_scenario(
+        "page.customers.search_count", "the search's total (loaded after the page)", "/customers/count/?q=Nowak"
+    )
+
+
 def customer_page(ctx: Context) -> Scenario:
     customer_id = _busy_customer(ctx.conn)
     return _page_scenario(
@@ -457,6 +467,8 @@ SCENARIOS: dict[str, Callable[[Context], Scenario]] = {
     "page.customers": customer_list_page,
     "page.customers.search": customer_search_page,
     "page.customers.search_email": customer_search_email_page,
+    "page.customers.count": customer_count_fragment,
+    "page.customers.search_count": customer_search_count_fragment,
     "page.customer": customer_page,
 }
 
