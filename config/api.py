@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db import IntegrityError
+from django.db import DataError, IntegrityError
 from django.http import Http404
 from rest_framework import exceptions, permissions
 from rest_framework.response import Response
@@ -50,6 +50,10 @@ def exception_handler(exc, context):
     elif isinstance(exc, IntegrityError):
         logger.warning("API integrity error: %s", exc)
         exc = exceptions.ValidationError({"detail": ["This conflicts with a record that already exists."]})
+    elif isinstance(exc, DataError):
+        # A value the database refuses (out of range, NUL byte) that validation let through.
+        logger.warning("API data error: %s", exc)
+        exc = exceptions.ValidationError({"detail": ["A value is out of range or contains characters not allowed."]})
     elif isinstance(exc, Http404):
         exc = exceptions.NotFound()
     elif isinstance(exc, PermissionDenied):

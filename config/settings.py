@@ -166,6 +166,13 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # Several models share field names ("channel", "status") with different choices.
+    "ENUM_NAME_OVERRIDES": {
+        "ChannelEnum": "customers.models.Channel",
+        "ConsentStatusEnum": "customers.models.Consent.Status",
+        "ImportStatusEnum": "customers.models.ImportJob.Status",
+        "MessageStatusEnum": "channels.models.Message.Status",
+    },
 }
 
 # --- Celery -------------------------------------------------------------------

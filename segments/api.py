@@ -26,7 +26,7 @@ from rest_framework.renderers import BaseRenderer
 from rest_framework.response import Response
 from rest_framework.settings import api_settings
 
-from customers.api.customers import CustomerSerializer
+from customers.api.customers import CustomerSerializer, with_consent_state
 from customers.exports import customers_csv_response
 from customers.models import Customer
 from segments.models import Segment, SegmentMember
@@ -302,7 +302,7 @@ class SegmentViewSet(viewsets.ModelViewSet):
         members = self._members_of(segment)
         if request.accepted_renderer.format == "csv":
             return customers_csv_response(members, filename=f"segment-{segment.pk}-{segment.name}.csv")
-        page = self.paginate_queryset(members.order_by("-pk"))
+        page = self.paginate_queryset(with_consent_state(members).order_by("-pk"))
         return self.get_paginated_response(CustomerSerializer(page, many=True, context={"request": request}).data)
 
     @extend_schema(
@@ -318,7 +318,7 @@ class SegmentViewSet(viewsets.ModelViewSet):
         try:
             validate(tree, segment_id=body.validated_data.get("segment"))
             count = rules_count(tree)
-            sample = list(rules_customers(tree).order_by("-pk")[:PREVIEW_SAMPLE])
+            sample = list(with_consent_state(rules_customers(tree)).order_by("-pk")[:PREVIEW_SAMPLE])
         except RuleError as exc:
             raise _rule_error(exc) from None
         return Response({"count": count, "sample": CustomerSerializer(sample, many=True).data})
