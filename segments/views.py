@@ -354,7 +354,12 @@ def _edit_page(request: HttpRequest, segment: Segment | None) -> HttpResponse:
         form = builder.SegmentForm(instance=segment)
         root = builder.builder_from_rules(segment.rules) if segment else builder.new_builder()
         result = builder.builder_rules(root, segment_id=segment_id, attribute_types=attribute_types)
+        if segment is None:
+            # A blank condition is not a mistake yet: no red until the marketer has typed something.
+            for node in root.walk():
+                node.error = ""
     context = {
+        "fresh": request.method == "GET" and segment is None,
         **choices,
         **_preview_context(result),
         "form": form,

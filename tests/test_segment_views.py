@@ -208,7 +208,9 @@ def test_new_segment_page_starts_with_one_condition_and_a_live_preview(marketer)
     assert body.count('data-testid="rule-condition"') == 1
     assert 'hx-post="/segments/builder/preview/"' in body
     assert 'data-testid="preview"' in body
-    assert "Enter a value." in body  # the empty condition says what it needs
+    # A blank first condition is not shown as a mistake before the marketer typed anything.
+    assert "Pick a field and enter a value" in body
+    assert 'data-testid="preview-error"' not in body
 
 
 def test_preview_fragment_counts_and_samples_the_unsaved_tree(marketer):

@@ -72,7 +72,9 @@ def test_marketer_builds_a_nested_segment_with_an_activity_condition_and_asks_wh
 
     page.get_by_label("Name", exact=True).fill("Engaged Poles")
     # The first condition is "Country is …": typing the value counts the audience.
-    expect(page.get_by_test_id("preview-error")).to_contain_text("Enter a value.")
+    # A fresh form is not an error: the preview explains what to do.
+    expect(page.get_by_test_id("preview")).to_contain_text("Pick a field and enter a value")
+    expect(page.get_by_test_id("preview-error")).to_have_count(0)
     conditions.first.get_by_label("Value").fill("PL")
     expect(count).to_have_text("3")
 
