@@ -6,6 +6,7 @@ stats and personas recomputed)."""
 from __future__ import annotations
 
 import random
+import unicodedata
 from datetime import timedelta
 
 from django.contrib.auth import get_user_model
@@ -173,7 +174,7 @@ class Command(BaseCommand):
                 attributes["coupon_uses"] = rng.randint(0, 2)
             people.append(
                 Customer(
-                    email=local.encode("ascii", "ignore").decode() + "@example.com",
+                    email=unicodedata.normalize("NFKD", local).encode("ascii", "ignore").decode() + "@example.com",
                     phone=f"{prefix}{n:06d}",
                     external_id=f"shop-{10000 + n}",
                     first_name=first,
