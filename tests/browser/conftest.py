@@ -25,7 +25,11 @@ CHROMIUM_ARGS = [
 
 @pytest.fixture(scope="session")
 def browser():
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import expect, sync_playwright
+
+    # htmx round trips share two cores with the live server and the database in CI:
+    # give assertions the same patience as actions.
+    expect.set_options(timeout=10_000)
 
     playwright = sync_playwright().start()
     browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
