@@ -8,6 +8,11 @@
     ``benchmarks/results/<UTC timestamp>.json``. Exits 1 if a compiled segment
     counts differently from its hand-written baseline.
 
+``import [--rows 1000000] [--runs 3] [--scenarios new,reimport,update,copy] [--database-url URL]``
+    Time the customer CSV import (new customers, re-import, every row changed)
+    next to raw COPY of the same file, on ``chorus_bench_import``; see
+    ``benchmarks/imports.py``.
+
 ``--database-url`` names the bench database itself (its name must start with
 ``chorus_bench``); by default it is ``chorus_bench`` on the ``$DATABASE_URL``
 server. Errors the operator can fix exit 2 with a one-line message.
@@ -26,6 +31,7 @@ from typing import Any
 
 import psycopg
 
+from benchmarks import imports
 from benchmarks.db import (
     PROJECT_ROOT,
     BenchError,
@@ -82,6 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--copy-rows", type=_positive, default=200_000, help="rows per COPY sample (default 200,000)")
     run.add_argument("--json", type=Path, help="where to write results (default benchmarks/results/<timestamp>.json)")
     run.add_argument("--only", default="", help="run only scenarios whose name contains this text, e.g. segment.")
+    imports.add_parser(sub)
     return parser
 
 
@@ -195,6 +202,8 @@ def cmd_run(args: argparse.Namespace, url: str) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if args.command == "import":
+            return imports.main(args)
         url = check_bench_url(args.database_url or default_bench_url())
         return (cmd_generate if args.command == "generate" else cmd_run)(args, url)
     except BenchError as exc:
