@@ -17,3 +17,11 @@ def import_run(job_id: int) -> None:
     from customers.imports import import_run as run
 
     run(job_id=job_id)
+
+
+@shared_task(acks_late=True, reject_on_worker_lost=True, queue=Queue.DEFAULT.value)
+def personas_recompute() -> None:
+    """Recompute every customer's persona (enqueued by customers.services.personas): one UPDATE, safe to run twice."""
+    from customers.services.personas import personas_assign
+
+    personas_assign()

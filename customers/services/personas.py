@@ -35,7 +35,7 @@ from customers.models import Channel, Customer, Persona
 
 # Imported at module level, not lazily: every process that assigns personas (the
 # worker too, through the webhook and event services) then knows the task by name.
-from customers.persona_tasks import personas_recompute
+from customers.tasks import personas_recompute
 
 logger = logging.getLogger(__name__)
 
