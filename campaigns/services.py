@@ -126,9 +126,7 @@ def campaign_launch(*, campaign_id: int, now: datetime | None = None) -> Campaig
     return run
 
 
-def _address_and_skip(
-    customer: Customer, channel: str, consented: set[int], suppressed: set[str]
-) -> tuple[str, str]:
+def _address_and_skip(customer: Customer, channel: str, consented: set[int], suppressed: set[str]) -> tuple[str, str]:
     """Where the message goes and, if it must not be sent, why (erased, no address, suppressed, no consent)."""
     if customer.erased_at is not None:
         return "", Message.SkipReason.ERASED

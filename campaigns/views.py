@@ -20,6 +20,7 @@ from campaigns import services
 from campaigns.models import Campaign, Step
 from campaigns.selectors import campaign_audience_count, campaign_channel_stats
 from channels.models import Message
+from config.htmx import wants_fragment
 from customers.models import Channel, Customer
 from segments.models import Segment
 from segments.rules import RuleError
@@ -29,11 +30,6 @@ RECENT_CAMPAIGNS = 8
 # While a campaign can still change, its results table polls for updates.
 LIVE_STATES = {Campaign.State.SCHEDULED, Campaign.State.RUNNING}
 METRICS = ("targeted", "skipped", "sent", "delivered", "opened", "clicked", "failed", "pending")
-
-
-def _wants_fragment(request: HttpRequest) -> bool:
-    # A history restore after a cache miss needs the whole page back.
-    return bool(request.htmx) and not request.htmx.history_restore_request
 
 
 def _percent(part: int, whole: int) -> str:
@@ -162,7 +158,7 @@ def _render_detail(
 @login_required
 def campaign_detail(request: HttpRequest, pk: int) -> HttpResponse:
     campaign = _get_campaign_for_user(request, pk)
-    if _wants_fragment(request):
+    if wants_fragment(request):
         channels = list(campaign.steps.values_list("channel", flat=True))
         response = render(request, "campaigns/_results.html", {**_results_context(campaign, channels), "oob": True})
         patch_vary_headers(response, ["HX-Request"])

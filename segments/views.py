@@ -24,6 +24,7 @@ from django.views.decorators.http import require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
 from campaigns.models import Campaign
+from config.htmx import wants_fragment
 from customers.exports import customers_csv_response
 from customers.models import Channel, Customer, Persona
 from segments import forms as builder
@@ -42,11 +43,6 @@ from segments.services import (
 SAMPLE_SIZE = 20
 EXPLAIN_SEARCH_RESULTS = 8
 CAMPAIGN_CHOICES = 200
-
-
-def _wants_fragment(request: HttpRequest) -> bool:
-    # A history restore after a cache miss needs the whole page back.
-    return bool(request.htmx) and not request.htmx.history_restore_request
 
 
 def _require(request: HttpRequest, *perms: str) -> None:
@@ -402,7 +398,7 @@ def segment_upload(request: HttpRequest, pk: int) -> HttpResponse:
         except SegmentUploadError as exc:
             error = str(exc)
     status = 400 if error else 200
-    if _wants_fragment(request):
+    if wants_fragment(request):
         context = {**_detail_context(request, segment), "report": report, "upload_error": error, "oob": True}
         # htmx swaps only 2xx by default: the error is content to show, not a failure to ignore.
         response = render(request, "segments/_upload_result.html", context)
@@ -438,7 +434,7 @@ def segment_explain(request: HttpRequest, pk: int, customer_pk: int) -> HttpResp
     _require_customer_view(request)
     customer = get_object_or_404(Customer, pk=customer_pk)
     context = _explain_context(segment, customer)
-    template = "segments/_explain.html" if _wants_fragment(request) else "segments/explain.html"
+    template = "segments/_explain.html" if wants_fragment(request) else "segments/explain.html"
     response = render(request, template, context)
     patch_vary_headers(response, ["HX-Request"])
     return response

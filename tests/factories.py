@@ -7,6 +7,8 @@ from datetime import timedelta
 import factory
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
 
 from campaigns.models import Brand, Campaign, Step
 from customers.models import Consent, Customer
@@ -103,3 +105,11 @@ def two_channel_campaign(**kwargs) -> Campaign:
         body="{{ first_name }}: 20% off today. Reply STOP to opt out",
     )
     return campaign
+
+
+def api_client(role: str) -> APIClient:
+    """An API client authenticated by token as a new user with ``role``."""
+    client = APIClient()
+    token = Token.objects.create(user=UserFactory(role=role))
+    client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+    return client

@@ -3,21 +3,14 @@
 from __future__ import annotations
 
 import pytest
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from customers.models import Customer
 from customers.services import consent_current
-from tests.factories import CustomerFactory, UserFactory, two_channel_campaign
+from tests.factories import CustomerFactory, two_channel_campaign
+from tests.factories import api_client as api
 
 pytestmark = pytest.mark.django_db
-
-
-def api(role: str) -> APIClient:
-    client = APIClient()
-    token = Token.objects.create(user=UserFactory(role=role))
-    client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
-    return client
 
 
 def test_anonymous_requests_are_refused_with_json():

@@ -17,8 +17,6 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.management import CommandError, call_command
 from django.urls import reverse
 from django.utils import timezone
-from rest_framework.authtoken.models import Token
-from rest_framework.test import APIClient
 
 from config.roles import ANALYST, MARKETER
 from customers import imports
@@ -27,6 +25,7 @@ from customers.imports import ImportRejected, csv_inspect, import_create, import
 from customers.models import Activity, Consent, Customer, ImportJob, Persona
 from customers.services import consent_current, consent_record
 from tests.factories import CustomerFactory, UserFactory
+from tests.factories import api_client as api
 
 HEADER = "Email,Phone,First name,Country,City,Time zone,Tier,Orders,Email opt-in\n"
 
@@ -480,12 +479,6 @@ def test_a_redelivered_task_for_a_running_import_fails_it_instead_of_importing_t
 
 
 # --- API -------------------------------------------------------------------------------------------------
-
-
-def api(role: str) -> APIClient:
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=UserFactory(role=role)).key}")
-    return client
 
 
 def test_api_import_returns_202_then_status_and_the_errors_csv(roles, django_capture_on_commit_callbacks):

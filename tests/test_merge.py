@@ -9,8 +9,6 @@ import pytest
 from django.core.exceptions import ValidationError
 from django.urls import reverse
 from django.utils import timezone
-from rest_framework.authtoken.models import Token
-from rest_framework.test import APIClient
 
 from campaigns.models import CampaignRun, Enrollment
 from channels.models import Message
@@ -21,6 +19,7 @@ from customers.services.merge import customers_merge
 from customers.services.privacy import customer_erase
 from segments.models import Segment, SegmentMember
 from tests.factories import CustomerFactory, UserFactory, two_channel_campaign
+from tests.factories import api_client as api
 
 pytestmark = pytest.mark.django_db
 
@@ -28,13 +27,6 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture(autouse=True)
 def _roles(roles):
     """Every test here acts as a role."""
-
-
-def api(role: str) -> APIClient:
-    client = APIClient()
-    token = Token.objects.create(user=UserFactory(role=role))
-    client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
-    return client
 
 
 def message(run: CampaignRun, position: int, customer: Customer, **fields) -> Message:

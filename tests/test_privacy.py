@@ -13,7 +13,6 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from campaigns.models import Campaign, CampaignRun, Enrollment
@@ -26,18 +25,12 @@ from customers.services import consent_record
 from customers.services.privacy import customer_erase, customer_export
 from segments.models import Segment, SegmentMember
 from tests.factories import CustomerFactory, SegmentFactory, UserFactory, two_channel_campaign
+from tests.factories import api_client as api
 
 EMAIL, PHONE = "zofia.kowalczyk@example.org", "+48601234567"
 FIRST, LAST, CITY = "Zofia", "Kowalczykówna", "Zakopane"
 MASTODON, BLUESKY = "@zofiak@mastodon.social", "zofiak.bsky.social"
 PERSONAL = (EMAIL, PHONE, FIRST, LAST, CITY, MASTODON, BLUESKY, "601234567", "crm-881-zk")
-
-
-def api(role: str) -> APIClient:
-    client = APIClient()
-    token = Token.objects.create(user=UserFactory(role=role))
-    client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
-    return client
 
 
 def launch(campaign: Campaign) -> CampaignRun:

@@ -8,14 +8,14 @@ import io
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from config.roles import ANALYST, MARKETER
 from customers.exports import customers_csv_rows
 from customers.models import Customer, Persona
 from segments.models import Segment, SegmentMember
-from tests.factories import CampaignFactory, CustomerFactory, SegmentFactory, UserFactory
+from tests.factories import CampaignFactory, CustomerFactory, SegmentFactory
+from tests.factories import api_client as api
 
 pytestmark = pytest.mark.django_db
 POLAND = {"all": [{"field": "country", "op": "eq", "value": "PL"}]}
@@ -24,13 +24,6 @@ POLAND = {"all": [{"field": "country", "op": "eq", "value": "PL"}]}
 @pytest.fixture(autouse=True)
 def _roles(roles):
     """Every test here calls the API with a role."""
-
-
-def api(role: str) -> APIClient:
-    client = APIClient()
-    token = Token.objects.create(user=UserFactory(role=role))
-    client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
-    return client
 
 
 @pytest.fixture

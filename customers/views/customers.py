@@ -15,6 +15,7 @@ from django.utils.cache import patch_vary_headers
 from django.utils.http import urlencode
 from django_htmx.http import push_url
 
+from config.htmx import wants_fragment
 from customers import selectors
 from customers.models import Activity, Channel, Customer
 from segments.models import Segment
@@ -39,11 +40,6 @@ KIND_TONES = {
     Activity.Kind.CONSENT_CHANGED: "warning",
     Activity.Kind.PURCHASE: "success",
 }
-
-
-def _wants_fragment(request: HttpRequest) -> bool:
-    # A history restore after a cache miss needs the whole page back.
-    return bool(request.htmx) and not request.htmx.history_restore_request
 
 
 def _display(value: Any) -> str:
@@ -128,7 +124,7 @@ def customer_list(request: HttpRequest) -> HttpResponse:
     rows = rows[:CUSTOMERS_PER_PAGE]
     known = len(rows) if number == 1 and not has_next else None
     page = _ListPage(rows=rows, number=number, has_next=has_next, count=known)
-    template = "customers/_results.html" if _wants_fragment(request) else "customers/list.html"
+    template = "customers/_results.html" if wants_fragment(request) else "customers/list.html"
     response = render(request, template, {"page": page, **filters})
     if request.htmx:
         # The address bar gets only the filters in use (no "?q=&persona=").
@@ -169,7 +165,7 @@ def _timeline_context(request: HttpRequest, customer: Customer) -> dict[str, Any
 def customer_detail(request: HttpRequest, pk: int) -> HttpResponse:
     customer = _get_customer_for_user(request, pk)
     timeline_context = _timeline_context(request, customer)
-    if _wants_fragment(request):
+    if wants_fragment(request):
         response = render(request, "customers/_timeline.html", timeline_context)
         patch_vary_headers(response, ["HX-Request"])
         return response
