@@ -111,11 +111,12 @@ def test_marketer_uploads_maps_watches_progress_and_downloads_rejected_rows(page
     bar = page.get_by_role("progressbar", name="Rows processed")
     seen: set[int] = set()
     deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and progress.get_attribute("data-status") != "done":
-        if bar.count():
-            seen.add(int(bar.get_attribute("aria-valuenow") or 0))
-            if 0 < max(seen) < 15 and not (SCREENSHOTS or tmp_path).joinpath("import-progress.png").exists():
-                _shot(page, tmp_path, "import-progress.png")
+    # evaluate_all reads what is on the page now, without waiting: htmx may swap the bar out at any moment.
+    while time.monotonic() < deadline and "done" not in progress.evaluate_all("els => els.map(e => e.dataset.status)"):
+        values = bar.evaluate_all("bars => bars.map(b => b.getAttribute('aria-valuenow'))")
+        seen.update(int(value or 0) for value in values)
+        if values and 0 < max(seen) < 15 and not (SCREENSHOTS or tmp_path).joinpath("import-progress.png").exists():
+            _shot(page, tmp_path, "import-progress.png")
         page.wait_for_timeout(150)
     assert any(0 < value < 15 for value in seen), f"never saw a partial progress value, only {sorted(seen)}"
     expect(page.get_by_role("heading", name="Import finished")).to_be_visible()
