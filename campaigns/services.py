@@ -21,6 +21,7 @@ from campaigns.models import Campaign, CampaignRun, Enrollment, Step
 from campaigns.rendering import ContentError, check_liquid
 from campaigns.selectors import campaign_audience
 from channels.models import Message
+from channels.services import skip_reason
 from channels.suppression import suppressed_addresses
 from customers.models import Activity, Customer
 
@@ -126,20 +127,6 @@ def campaign_launch(*, campaign_id: int, now: datetime | None = None) -> Campaig
     return run
 
 
-def _address_and_skip(customer: Customer, channel: str, consented: set[int], suppressed: set[str]) -> tuple[str, str]:
-    """Where the message goes and, if it must not be sent, why (erased, no address, suppressed, no consent)."""
-    if customer.erased_at is not None:
-        return "", Message.SkipReason.ERASED
-    address = customer.address_for(channel)
-    if not address:
-        return "", Message.SkipReason.NO_ADDRESS
-    if address in suppressed:
-        return address, Message.SkipReason.SUPPRESSED
-    if customer.pk not in consented:
-        return address, Message.SkipReason.NO_CONSENT
-    return address, ""
-
-
 def enrollments_dispatch(*, limit: int | None = None, now: datetime | None = None) -> int:
     """Claim up to ``limit`` due enrollments and create their step's messages.
 
@@ -179,7 +166,8 @@ def enrollments_dispatch(*, limit: int | None = None, now: datetime | None = Non
         for enrollment in due:
             campaign_steps = steps[enrollment.run.campaign_id]
             step = campaign_steps[enrollment.step_position]
-            address, skip = _address_and_skip(enrollment.customer, step.channel, consented[step.channel], suppressed)
+            address = enrollment.customer.address_for(step.channel) or ""
+            skip = skip_reason(enrollment.customer, address, consented[step.channel], suppressed)
             messages.append(
                 Message(
                     run=enrollment.run,

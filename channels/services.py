@@ -43,6 +43,23 @@ class TransientSendError(Exception):
 # --- sending -------------------------------------------------------------------
 
 
+def skip_reason(customer: Customer, address: str | None, consented: set[int], suppressed: set[str]) -> str:
+    """Why a message to ``customer`` at ``address`` must not go out, or "" if it may.
+
+    The one rule, applied at dispatch and again right before the provider call:
+    erased, no address, suppressed address, no consent on the channel.
+    """
+    if customer.erased_at is not None:
+        return Message.SkipReason.ERASED
+    if not address:
+        return Message.SkipReason.NO_ADDRESS
+    if address in suppressed:
+        return Message.SkipReason.SUPPRESSED
+    if customer.pk not in consented:
+        return Message.SkipReason.NO_CONSENT
+    return ""
+
+
 def _claim(message_ids: list[int]) -> list[Message]:
     """queued -> sending for the ids nobody else holds; returns what we now own."""
     with transaction.atomic():
@@ -117,23 +134,13 @@ def _send_channel(channel: str, messages: list[Message], final_attempt: bool) ->
         .consented(channel)
         .values_list("pk", flat=True)
     )
-    # Read now, not at dispatch: the customer may have been erased or the address suppressed since.
-    erased = set(
-        Customer.objects.filter(pk__in=[m.customer_id for m in messages], erased_at__isnull=False).values_list(
-            "pk", flat=True
-        )
-    )
+    # Read now, not at dispatch: the customer (loaded by _claim) may have been
+    # erased, the address suppressed or consent withdrawn since.
     suppressed = suppressed_addresses(m.to_address for m in messages)
     activities, outbound, pending = [], [], {}
     for message in messages:
-        if message.customer_id in erased:
-            activities.append(_finish(message, S.SKIPPED, skip=Message.SkipReason.ERASED))
-            continue
-        if message.to_address in suppressed:
-            activities.append(_finish(message, S.SKIPPED, skip=Message.SkipReason.SUPPRESSED))
-            continue
-        if message.customer_id not in consented:
-            activities.append(_finish(message, S.SKIPPED, skip=Message.SkipReason.NO_CONSENT))
+        if skip := skip_reason(message.customer, message.to_address, consented, suppressed):
+            activities.append(_finish(message, S.SKIPPED, skip=skip))
             continue
         try:
             rendered = render_step(message.step, message.customer)

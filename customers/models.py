@@ -114,6 +114,8 @@ class Customer(models.Model):
 
     def address_for(self, channel: str) -> str | None:
         """Where a message on ``channel`` goes, or None if we cannot reach them there."""
+        if self.erased_at is not None:
+            return None
         if channel == Channel.EMAIL:
             return self.email
         if channel in (Channel.SMS, Channel.WHATSAPP):
