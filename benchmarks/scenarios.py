@@ -190,6 +190,21 @@ def _compiled_sql(tree: dict[str, Any]) -> str:
     return captured.captured_queries[-1]["sql"]
 
 
+def _segment_scenario(
+    name: str, description: str, tree: dict[str, Any], baseline_sql: str, *, baseline_label: str = "hand-written SQL"
+) -> Scenario:
+    """A compiled segment count next to the hand-written SQL that counts the same customers."""
+    return Scenario(
+        name=name,
+        description=description,
+        chorus=_segment_count(tree),
+        baseline=_django_count_sql(baseline_sql),
+        chorus_label="segment_count(compile_rules(tree))",
+        baseline_label=baseline_label,
+        sql={"chorus": _compiled_sql(tree), "baseline": baseline_sql},
+    )
+
+
 # --- (a) COPY -----------------------------------------------------------------------------------
 
 
@@ -254,14 +269,11 @@ FIELD_SQL = "SELECT count(*) FROM customers_customer WHERE country = 'PL' AND er
 
 
 def field_segment(ctx: Context) -> Scenario:
-    return Scenario(
-        name="segment.field",
-        description="count of country eq PL (one indexed column), compiled vs hand-written SQL",
-        chorus=_segment_count(FIELD_RULE),
-        baseline=_django_count_sql(FIELD_SQL),
-        chorus_label="segment_count(compile_rules(tree))",
-        baseline_label="hand-written SQL",
-        sql={"chorus": _compiled_sql(FIELD_RULE), "baseline": FIELD_SQL},
+    return _segment_scenario(
+        "segment.field",
+        "count of country eq PL (one indexed column), compiled vs hand-written SQL",
+        FIELD_RULE,
+        FIELD_SQL,
     )
 
 
@@ -278,14 +290,11 @@ PROFILE_SQL = (
 
 
 def profile_segment(ctx: Context) -> Scenario:
-    return Scenario(
-        name="segment.profile",
-        description="count of country eq PL and attribute tier in [gold, silver], compiled vs hand-written SQL",
-        chorus=_segment_count(PROFILE_RULE),
-        baseline=_django_count_sql(PROFILE_SQL),
-        chorus_label="segment_count(compile_rules(tree))",
-        baseline_label="hand-written SQL",
-        sql={"chorus": _compiled_sql(PROFILE_RULE), "baseline": PROFILE_SQL},
+    return _segment_scenario(
+        "segment.profile",
+        "count of country eq PL and attribute tier in [gold, silver], compiled vs hand-written SQL",
+        PROFILE_RULE,
+        PROFILE_SQL,
     )
 
 
@@ -302,14 +311,12 @@ CONSENT_SQL = (
 
 
 def consent_segment(ctx: Context) -> Scenario:
-    return Scenario(
-        name="segment.consent",
-        description="count of customers whose latest email consent is opted_in, compiled vs hand-written SQL",
-        chorus=_segment_count(CONSENT_RULE),
-        baseline=_django_count_sql(CONSENT_SQL),
-        chorus_label="segment_count(compile_rules(tree))",
+    return _segment_scenario(
+        "segment.consent",
+        "count of customers whose latest email consent is opted_in, compiled vs hand-written SQL",
+        CONSENT_RULE,
+        CONSENT_SQL,
         baseline_label="hand-written SQL (DISTINCT ON)",
-        sql={"chorus": _compiled_sql(CONSENT_RULE), "baseline": CONSENT_SQL},
     )
 
 
@@ -331,15 +338,11 @@ PROFILE4_SQL = (
 
 
 def profile4_segment(ctx: Context) -> Scenario:
-    return Scenario(
-        name="segment.profile4",
-        description="count of 4 conditions: country eq PL, tier eq gold, favourite_category eq books, "
-        "signed up within 730 days",
-        chorus=_segment_count(PROFILE4_RULE),
-        baseline=_django_count_sql(PROFILE4_SQL),
-        chorus_label="segment_count(compile_rules(tree))",
-        baseline_label="hand-written SQL",
-        sql={"chorus": _compiled_sql(PROFILE4_RULE), "baseline": PROFILE4_SQL},
+    return _segment_scenario(
+        "segment.profile4",
+        "count of 4 conditions: country eq PL, tier eq gold, favourite_category eq books, signed up within 730 days",
+        PROFILE4_RULE,
+        PROFILE4_SQL,
     )
 
 
@@ -354,14 +357,12 @@ ACTIVITY_SQL = (
 
 
 def activity_rule(ctx: Context) -> Scenario:
-    return Scenario(
-        name="segment.activity",
-        description="customers who clicked an email in the last 30 days, compiled vs hand-written SQL",
-        chorus=_segment_count(ACTIVITY_RULE),
-        baseline=_django_count_sql(ACTIVITY_SQL),
-        chorus_label="segment_count(compile_rules(tree))",
+    return _segment_scenario(
+        "segment.activity",
+        "customers who clicked an email in the last 30 days, compiled vs hand-written SQL",
+        ACTIVITY_RULE,
+        ACTIVITY_SQL,
         baseline_label="hand-written SQL (EXISTS)",
-        sql={"chorus": _compiled_sql(ACTIVITY_RULE), "baseline": ACTIVITY_SQL},
     )
 
 
