@@ -132,7 +132,7 @@ COUNTRIES: tuple[Country, ...] = (
         ("gmail.com", "telia.com", "outlook.com"),
     ),
     Country(
-        "CZ", 3, "cs-CZ", "Europe/Prague", "420", 600_000_000,
+        "CZ", 3, "cs-CZ", "Europe/Prague", "420", 601_000_000,
         ("Praha", "Brno", "Ostrava", "Plzeň"),
         ("Jan", "Tereza", "Jakub", "Eliška", "Tomáš", "Anna", "Matěj", "Adéla"),
         ("Novák", "Svoboda", "Novotný", "Dvořák", "Černý", "Procházka"),

@@ -29,6 +29,7 @@ from benchmarks.db import (
     migrate,
     with_database,
 )
+from customers.identity import normalize_phone
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVER_URL = os.environ.get("DATABASE_URL", "")
@@ -58,6 +59,8 @@ def test_generated_data_is_deterministic_and_unique() -> None:
     assert len(set(emails)) == len(emails) > 250
     assert len(set(phones)) == len(phones) > 150
     assert all(E164.match(p) for p in phones)
+    # What the product itself would accept: every generated number is a real number range.
+    assert all(normalize_phone(p) == p for p in phones)
     activities = "".join(text for text, _ in data.activity_chunks(300, 10, seed=7, anchor=anchor))
     times = [line.split("\t")[2] for line in activities.splitlines()]
     assert len(times) == 3000
