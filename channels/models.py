@@ -133,7 +133,7 @@ class Suppression(models.Model):
     """An address Chorus must never message again, stored only as a hash.
 
     Added on erasure (GDPR), hard bounce and spam report; checked at dispatch and
-    again at send. The hash is of the normalised address (see ``address_hash``), so
+    again at send. The hash is of the normalised address (``address_hash_for``), so
     an erased customer re-imported later is still suppressed.
     """
 
