@@ -25,6 +25,7 @@ Contract:
 from __future__ import annotations
 
 import argparse
+import bisect
 import csv
 import json
 import os
@@ -101,7 +102,7 @@ def write_csv(path: Path, rows: int, *, seed: int, variant: str = "") -> dict[st
         writer.writerow(HEADER)
         rand = rng.random
         for i in range(1, rows + 1):
-            c = data.COUNTRIES[bisect_country(rand())]
+            c = data.COUNTRIES[bisect.bisect_right(_COUNTRY_CUM, rand())]
             first = c.first_names[int(rand() * len(c.first_names))]
             last = c.last_names[int(rand() * len(c.last_names))]
             domain = c.domains[int(rand() * len(c.domains))]
@@ -125,7 +126,7 @@ def write_csv(path: Path, rows: int, *, seed: int, variant: str = "") -> dict[st
             elif flaw < 0.004 and phone:
                 phone = phone[:5]
                 bad["phone"] += 1
-            tier = ("bronze", "silver", "gold", "platinum", "")[bisect_tier(rand())]
+            tier = ("bronze", "silver", "gold", "platinum", "")[bisect.bisect_right(_TIER_CUM, rand())]
             orders = int(rand() ** 3 * 40)
             value = f"{orders * (20 + int(rand() * 180)) + int(rand() * 100) / 100:.2f}" if orders else "0"
             category = data.CATEGORIES[int(rand() * len(data.CATEGORIES))] if rand() < 0.6 else ""
@@ -143,22 +144,9 @@ def write_csv(path: Path, rows: int, *, seed: int, variant: str = "") -> dict[st
 
 
 _TIER_CUM = (0.50, 0.75, 0.85, 0.88)
-_COUNTRY_CUM = [w / data.COUNTRY_CUM[-1] for w in data.COUNTRY_CUM]
+# Country weights as cumulative fractions, the last edge left out: a draw past the others is the last country.
+_COUNTRY_CUM = [w / data.COUNTRY_CUM[-1] for w in data.COUNTRY_CUM[:-1]]
 _SLUGS: dict[str, str] = {}
-
-
-def bisect_country(x: float) -> int:
-    for i, edge in enumerate(_COUNTRY_CUM):
-        if x < edge:
-            return i
-    return len(_COUNTRY_CUM) - 1
-
-
-def bisect_tier(x: float) -> int:
-    for i, edge in enumerate(_TIER_CUM):
-        if x < edge:
-            return i
-    return len(_TIER_CUM)
 
 
 def _slug(name: str) -> str:

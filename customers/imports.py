@@ -59,13 +59,11 @@ import re
 import sys
 import tempfile
 import time
-import zoneinfo
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
-from functools import cache
 from pathlib import PurePath
 from typing import IO, Any
 
@@ -75,12 +73,15 @@ from django.db import DEFAULT_DB_ALIAS, DatabaseError, IntegrityError, connectio
 from django.db.models import F
 from django.utils import timezone
 
+from customers import tasks
 from customers.identity import IDENTITY_FIELDS, NORMALIZERS
 from customers.models import Activity, Channel, Consent, Customer, ImportJob, Persona
+from customers.querysets import consent_status_subquery
+from customers.services.customers import _LOCALE, PROFILE_FIELDS, _timezones
+from customers.services.personas import personas_assign
 
 logger = logging.getLogger(__name__)
 
-PROFILE_FIELDS = ("first_name", "last_name", "locale", "timezone", "country", "city")
 FIELD_TARGETS = (*IDENTITY_FIELDS, *PROFILE_FIELDS)
 ATTRIBUTE_PREFIX = "attributes."
 CONSENT_PREFIX = "consent."
@@ -129,7 +130,6 @@ COUNTRY_CODES = frozenset((
     "TZ", "UA", "UG", "UM", "US", "UY", "UZ", "VA", "VC", "VE", "VG", "VI", "VN", "VU", "WF", "WS", "YE", "YT", "ZA",
     "ZM", "ZW",
 ))  # fmt: skip
-_LOCALE = re.compile(r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*$")  # as customers.services.customers
 _INTEGER = re.compile(r"-?(?:0|[1-9][0-9]{0,14})")
 _DECIMAL = re.compile(r"-?(?:0|[1-9][0-9]{0,14})\.[0-9]{1,15}")
 _BAD_ATTRIBUTE_KEY = re.compile(r'["\\\x00-\x1f\x7f]')
@@ -513,18 +513,11 @@ def import_confirm(*, job: ImportJob, mapping: Any) -> ImportJob:
 
 
 def _enqueue(job: ImportJob) -> None:
-    from customers.tasks import import_run as import_run_task
-
     job_id = job.pk
-    transaction.on_commit(lambda: import_run_task.delay(job_id))
+    transaction.on_commit(lambda: tasks.import_run.delay(job_id))
 
 
 # --- Row validation --------------------------------------------------------------
-
-
-@cache
-def _timezones() -> frozenset[str]:
-    return frozenset(zoneinfo.available_timezones())
 
 
 def _max_length(name: str) -> int:
@@ -997,9 +990,8 @@ def _run(
                 settle(chunk, loader.load(chunk))
     finally:
         loader.stop()
+    # Asked again: a persona created during the import must also cover the rows imported after its own recompute.
     if Persona.objects.exists() and not by_ids:
-        from customers.services.personas import personas_assign
-
         personas_assign()
 
 
@@ -1072,8 +1064,6 @@ class _Loader:
                         rejected_count=F("rejected_count") + rejected,
                     )
                     if self.personas_by_id and outcome.customer_ids:
-                        from customers.services.personas import personas_assign
-
                         personas_assign(customer_ids=outcome.customer_ids)
                     self.lap("progress and personas")
                 self.lap("commit")
@@ -1186,13 +1176,12 @@ class _PostgresLoader(_Loader):
             for channel in plan.consent_channels:
                 self._consents(cursor, channel, now)
             self.lap("consents and activities")
+            returning = " RETURNING customer_id" if self.personas_by_id else ""
             cursor.execute(
-                f"INSERT INTO {self.TOUCHED} SELECT customer_id, line FROM {self.ROWS} WHERE outcome IN ('c', 'u')"
+                f"INSERT INTO {self.TOUCHED} SELECT customer_id, line FROM {self.ROWS} "
+                f"WHERE outcome IN ('c', 'u'){returning}"
             )
-            customer_ids = []
-            if self.personas_by_id:
-                cursor.execute(f"SELECT customer_id FROM {self.ROWS} WHERE outcome IN ('c', 'u')")
-                customer_ids = [row[0] for row in cursor.fetchall()]
+            customer_ids = [row[0] for row in cursor.fetchall()] if self.personas_by_id else []
         return _ChunkOutcome(created=created, updated=updated, rejected=rejected, customer_ids=customer_ids)
 
     def _resolve_sql(self) -> str:
@@ -1423,7 +1412,7 @@ class _OrmLoader(_Loader):
 
         written = [*creates, *updates]
         for offset, channel in enumerate(plan.consent_channels):
-            self._consents(channel, [(row, customer) for row, customer in written], consents_at + offset, updates, now)
+            self._consents(channel, consents_at + offset, written, updates, now)
         for row, customer in written:
             self.touched[customer.pk] = row[0]
         return _ChunkOutcome(
@@ -1433,23 +1422,25 @@ class _OrmLoader(_Loader):
             customer_ids=[customer.pk for _, customer in written],
         )
 
-    def _consents(self, channel: str, written, position: int, updates, now: datetime) -> None:
-        wanted = [(row, customer) for row, customer in written if row[position] is not None]
-        if not wanted:
-            return
-        update_ids = [customer.pk for _, customer in updates]
-        current: dict[int, str] = {}
-        for start in range(0, len(update_ids), self.LOOKUP_BATCH):
-            batch = update_ids[start : start + self.LOOKUP_BATCH]
-            for customer_id, status in (
-                Consent.objects.filter(customer_id__in=batch, channel=channel)
-                .order_by("customer_id", "-occurred_at", "-id")
-                .values_list("customer_id", "status")
-            ):
-                current.setdefault(customer_id, status)
+    def _consents(self, channel: str, position: int, written, updates, now: datetime) -> None:
+        """Append a consent row (and a consent.changed activity) where the file changes the current state.
+
+        ``written`` are the chunk's (row, customer) pairs; of ``updates`` (the existing
+        customers among them) the current state is looked up, new customers have none.
+        """
+        asked = [customer.pk for row, customer in updates if row[position] is not None]
+        current: dict[int, str | None] = {}
+        for start in range(0, len(asked), self.LOOKUP_BATCH):
+            current.update(
+                Customer.objects.filter(pk__in=asked[start : start + self.LOOKUP_BATCH])
+                .annotate(current_consent=consent_status_subquery(channel))
+                .values_list("pk", "current_consent")
+            )
         consents, activities = [], []
-        for row, customer in wanted:
+        for row, customer in written:
             status = row[position]
+            if status is None:
+                continue
             previous = current.get(customer.pk)
             if previous == status:
                 continue

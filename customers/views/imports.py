@@ -169,8 +169,7 @@ def import_detail(request: HttpRequest, pk: int) -> HttpResponse:
     job = _get_job_for_user(request, pk)
     if job.status == ImportJob.Status.MAPPING and request.user.has_perm("customers.add_importjob"):
         return redirect("customers:import-mapping", pk=job.pk)
-    mapping = [(column, target) for column, target in job.mapping.items()]
-    return render(request, "customers/import_detail.html", {**_progress_context(job), "mapping": mapping})
+    return render(request, "customers/import_detail.html", {**_progress_context(job), "mapping": job.mapping.items()})
 
 
 @login_required
