@@ -21,7 +21,8 @@ from campaigns.models import Campaign, Step
 from campaigns.selectors import campaign_audience_count, campaign_channel_stats
 from channels.models import Message
 from config.htmx import wants_fragment
-from customers.models import Channel, Customer
+from customers.models import Channel
+from customers.selectors import customers_total
 from segments.models import Segment
 from segments.rules import RuleError
 
@@ -54,6 +55,10 @@ def _get_campaign_for_user(request: HttpRequest, pk: int) -> Campaign:
     return get_object_or_404(Campaign.objects.select_related("brand", "segment", "created_by"), pk=pk)
 
 
+def _counts_by_state() -> dict[str, int]:
+    return dict(Campaign.objects.order_by().values_list("state").annotate(n=Count("pk")))
+
+
 def _require_change(request: HttpRequest) -> None:
     if not request.user.has_perm("campaigns.change_campaign"):
         raise PermissionDenied
@@ -62,14 +67,16 @@ def _require_change(request: HttpRequest) -> None:
 @login_required
 def dashboard(request: HttpRequest) -> HttpResponse:
     since = timezone.now() - timedelta(days=7)
-    by_state = dict(Campaign.objects.order_by().values_list("state").annotate(n=Count("pk")))
+    by_state = _counts_by_state()
     week = Message.objects.aggregate(
         sent=Count("pk", filter=Q(sent_at__gte=since)),
         delivered=Count("pk", filter=Q(delivered_at__gte=since)),
         failed=Count("pk", filter=Q(failed_at__gte=since)),
     )
+    customer_total, customers_estimated = customers_total()
     context = {
-        "customer_total": Customer.objects.count(),
+        "customer_total": customer_total,
+        "customers_estimated": customers_estimated,
         "segment_total": Segment.objects.count(),
         "campaign_total": sum(by_state.values()),
         "campaign_states": [
@@ -89,7 +96,7 @@ def campaign_list(request: HttpRequest) -> HttpResponse:
         raise PermissionDenied
     state = request.GET.get("state", "")
     state = state if state in Campaign.State.values else ""
-    by_state = dict(Campaign.objects.order_by().values_list("state").annotate(n=Count("pk")))
+    by_state = _counts_by_state()
     campaigns = Campaign.objects.select_related("brand", "segment").prefetch_related(
         Prefetch("steps", queryset=Step.objects.only("pk", "campaign_id", "channel", "position"))
     )

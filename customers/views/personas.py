@@ -15,9 +15,10 @@ from django.utils.cache import patch_vary_headers
 from django.views.decorators.http import require_POST
 
 from customers import selectors
-from customers.models import Channel, Customer, Persona
+from customers.models import Channel, Persona
 from customers.services.personas import Recompute, persona_create, persona_delete, persona_update
 from segments.rules import FIELDS, RuleError, compile_rules, validate
+from segments.selectors import rules_count
 
 SAMPLE_SIZE = 20
 
@@ -61,7 +62,7 @@ class PersonaForm(forms.Form):
         choices=Channel.choices, widget=forms.CheckboxSelectMultiple, required=False
     )
     rules = forms.CharField(
-        widget=forms.Textarea(attrs={"rows": 12, "spellcheck": "false"}),
+        widget=forms.Textarea,  # rendered by hand in the template: it checks the rules as you type
         help_text="The segment rule language as JSON, "
         'e.g. {"all": [{"field": "orders_count", "op": "gte", "value": 5}]}.',
     )
@@ -232,8 +233,7 @@ def persona_engagement(request: HttpRequest, slug: str) -> HttpResponse:
 def _persona_form_page(
     request: HttpRequest, form: PersonaForm, persona: Persona | None, *, status: int = 200
 ) -> HttpResponse:
-    context = {"form": form, "persona": persona, "channels": Channel.choices}
-    return render(request, "customers/persona_form.html", context, status=status)
+    return render(request, "customers/persona_form.html", {"form": form, "persona": persona}, status=status)
 
 
 @login_required
@@ -293,7 +293,7 @@ def persona_rules_check(request: HttpRequest) -> HttpResponse:
     try:
         tree = _parse_rules(request.POST.get("rules", ""))
         validate(tree, for_persona=True)
-        count = Customer.objects.filter(erased_at__isnull=True).filter(compile_rules(tree)).count()
+        count = rules_count(tree)
     except ValidationError as exc:
         error = exc.messages[0]
     except RuleError as exc:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -15,6 +16,7 @@ from django.utils.cache import patch_vary_headers
 from django.utils.formats import date_format
 from django.views.decorators.http import require_http_methods
 
+from config.htmx import wants_fragment
 from customers.identity import IDENTITY_FIELDS
 from customers.models import Customer
 from customers.services.merge import PROFILE_FIELDS, customers_merge
@@ -62,6 +64,11 @@ def _counts(customer: Customer) -> dict[str, int]:
     }
 
 
+def _when(at: datetime) -> str:
+    """A timestamp as the customer pages show it, in the server's time zone."""
+    return date_format(timezone.localtime(at), "M j, Y H:i")
+
+
 def _comparison(a: Customer, b: Customer) -> list[dict]:
     """Side-by-side rows a marketer checks before merging: identities, profile, attribute keys, volumes."""
 
@@ -78,7 +85,7 @@ def _comparison(a: Customer, b: Customer) -> list[dict]:
     counts_a, counts_b = _counts(a), _counts(b)
     data = [row("Attribute keys", keys(a), keys(b))]
     data += [row(name, counts_a[name], counts_b[name]) for name in counts_a]
-    data.append(row("Added", a.created_at, b.created_at))
+    data.append(row("Added", _when(a.created_at), _when(b.created_at)))
     return [
         {"title": "Identity keys", "rows": [row(label(f), getattr(a, f), getattr(b, f)) for f in IDENTITY_FIELDS]},
         {"title": "Profile", "rows": [row(label(f), getattr(a, f), getattr(b, f)) for f in PROFILE_FIELDS]},
@@ -126,7 +133,7 @@ def customer_merge(request: HttpRequest, pk: int) -> HttpResponse:
         messages.error(request, "An erased customer cannot be merged.")
         return redirect("customers:detail", pk=customer.pk)
     if request.method == "GET":
-        if request.htmx and not request.htmx.history_restore_request:
+        if wants_fragment(request):
             query = request.GET.get("q", "").strip()
             context = {"customer": customer, "query": query, "candidates": _merge_candidates(customer, query)}
             response = render(request, "customers/_merge_candidates.html", context)
@@ -178,8 +185,7 @@ def customer_erase_confirm(request: HttpRequest, pk: int) -> HttpResponse:
             except ValidationError as exc:
                 errors += exc.messages
             else:
-                when = date_format(timezone.localtime(erasure.erased_at), "M j, Y H:i")
-                messages.success(request, f"Customer #{customer.pk} was erased on {when}.")
+                messages.success(request, f"Customer #{customer.pk} was erased on {_when(erasure.erased_at)}.")
                 return redirect("customers:detail", pk=customer.pk)
     context = {"customer": customer, "errors": errors, "reason": reason}
     return render(request, "customers/erase.html", context, status=400 if errors else 200)
