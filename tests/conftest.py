@@ -4,7 +4,8 @@ import django.apps
 import pytest
 
 from config.celery import app as celery_app
-from config.roles import roles_ensure
+from config.roles import ANALYST, MARKETER, roles_ensure
+from tests.factories import UserFactory
 
 
 @pytest.fixture(autouse=True)
@@ -24,6 +25,20 @@ def _celery_eager(request):
 def roles(db):
     # Transactional tests flush what migrations created; put the groups back.
     roles_ensure(django.apps.apps)
+
+
+@pytest.fixture
+def marketer_client(client, roles):
+    """The test client logged in as a marketer."""
+    client.force_login(UserFactory(username="mia", role=MARKETER))
+    return client
+
+
+@pytest.fixture
+def analyst_client(client, roles):
+    """The test client logged in as an analyst: reads everything, changes nothing."""
+    client.force_login(UserFactory(username="ada", role=ANALYST))
+    return client
 
 
 @pytest.fixture

@@ -15,6 +15,8 @@ from customers.models import Consent, Customer
 from customers.services import consent_record
 from segments.models import Segment
 
+PASSWORD = "correct horse battery"  # every factory-made user's; the browser tests sign in with it
+
 
 class UserFactory(factory.django.DjangoModelFactory):
     class Meta:
@@ -23,7 +25,7 @@ class UserFactory(factory.django.DjangoModelFactory):
         django_get_or_create = ("username",)
 
     username = factory.Sequence(lambda n: f"user{n}")
-    password = factory.django.Password("correct horse battery")
+    password = factory.django.Password(PASSWORD)
 
     @factory.post_generation
     def role(self, create, extracted, **kwargs):

@@ -12,11 +12,10 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
-from config.roles import ANALYST, MARKETER
 from customers.models import Activity, Consent, Customer
 from customers.services import consent_record
-from customers.services.personas import persona_create
-from tests.factories import CustomerFactory, SegmentFactory, UserFactory
+from customers.services.personas import persona_create, personas_assign
+from tests.factories import CustomerFactory, SegmentFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -24,18 +23,6 @@ CHANNELS = ["email", "sms", "whatsapp", "social"]
 KINDS = ["message.sent", "message.delivered", "message.opened", "message.clicked", "message.bounced", "purchase"]
 PAGE_QUERY_BUDGET = 25
 LIST_QUERY_BUDGET = 12
-
-
-@pytest.fixture
-def marketer_client(client, roles):
-    client.force_login(UserFactory(username="mia", role=MARKETER))
-    return client
-
-
-@pytest.fixture
-def analyst_client(client, roles):
-    client.force_login(UserFactory(username="ada", role=ANALYST))
-    return client
 
 
 def _activities(customer: Customer, count: int) -> None:
@@ -263,8 +250,6 @@ def test_customer_list_query_count_does_not_grow_with_customers(marketer_client,
     for n in range(60):
         CustomerFactory(consents={"email": "opted_in"} if n % 2 else {})
     Customer.objects.update(orders_count=6)
-    from customers.services.personas import personas_assign
-
     personas_assign()
 
     with django_assert_max_num_queries(LIST_QUERY_BUDGET):

@@ -10,27 +10,9 @@ from django.utils import timezone
 
 from campaigns.models import Campaign, CampaignRun
 from channels.models import Message
-from config.roles import ANALYST, MARKETER
-from tests.factories import CampaignFactory, CustomerFactory, SegmentFactory, UserFactory, two_channel_campaign
+from tests.factories import CampaignFactory, CustomerFactory, SegmentFactory, two_channel_campaign
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def _roles(roles):
-    """Every test here logs in with a role."""
-
-
-@pytest.fixture
-def marketer_client(client):
-    client.force_login(UserFactory(username="mia", role=MARKETER))
-    return client
-
-
-@pytest.fixture
-def analyst_client(client):
-    client.force_login(UserFactory(username="ada", role=ANALYST))
-    return client
 
 
 def _local_input(dt) -> str:

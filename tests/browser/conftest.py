@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.factories import PASSWORD
+
 # Playwright's sync API keeps an event loop running in this thread; Django would
 # otherwise refuse database access from the test body.
 os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
@@ -27,6 +29,9 @@ CHROMIUM_ARGS = [
 def browser():
     from playwright.sync_api import expect, sync_playwright
 
+    if not CHROMIUM.exists():
+        pytest.skip(f"headless browser tests need Debian's chromium at {CHROMIUM}")
+
     # htmx round trips share two cores with the live server and the database in CI:
     # give assertions the same patience as actions.
     expect.set_options(timeout=10_000)
@@ -45,3 +50,18 @@ def page(browser, live_server):
     page = context.new_page()
     yield page
     context.close()
+
+
+@pytest.fixture
+def log_in(page):
+    """Signs a factory-made user in through the login form and waits for the dashboard."""
+    from playwright.sync_api import expect
+
+    def log_in(username: str = "marta") -> None:
+        page.goto("/login/")
+        page.fill("#id_username", username)
+        page.fill("#id_password", PASSWORD)
+        page.get_by_role("button", name="Sign in").click()
+        expect(page.get_by_role("heading", name="Dashboard")).to_be_visible()
+
+    return log_in

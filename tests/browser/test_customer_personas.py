@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from datetime import timedelta
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
 from django.utils import timezone
@@ -16,21 +15,13 @@ from customers.services import consent_record
 from customers.services.personas import persona_create
 from tests.factories import CustomerFactory, SegmentFactory, UserFactory
 
-CHROMIUM = Path("/usr/bin/chromium")
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.django_db(transaction=True),
-    pytest.mark.skipif(not CHROMIUM.exists(), reason=f"headless browser tests need Debian's chromium at {CHROMIUM}"),
-]
-PASSWORD = "a long sandbox passphrase"
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 LOYAL = {"all": [{"field": "orders_count", "op": "gte", "value": 5}]}
 
 
 @pytest.fixture
 def audience(roles):
-    user = UserFactory(username="marta", first_name="Marta", last_name="Lis", role=MARKETER)
-    user.set_password(PASSWORD)
-    user.save()
+    UserFactory(username="marta", first_name="Marta", last_name="Lis", role=MARKETER)
     anna = CustomerFactory(
         first_name="Anna",
         last_name="Kowalska",
@@ -71,17 +62,10 @@ def audience(roles):
     return {"anna": anna}
 
 
-def _log_in(page) -> None:
-    page.goto("/login/")
-    page.fill("#id_username", "marta")
-    page.fill("#id_password", PASSWORD)
-    page.get_by_role("button", name="Sign in").click()
-    expect(page.get_by_test_id("user-name")).to_have_text("Marta Lis")
-
-
-def test_marketer_browses_personas_and_reads_a_customer_record(page, live_server, audience, tmp_path):
+def test_marketer_browses_personas_and_reads_a_customer_record(page, live_server, log_in, audience, tmp_path):
     anna = audience["anna"]
-    _log_in(page)
+    log_in()
+    expect(page.get_by_test_id("user-name")).to_have_text("Marta Lis")
 
     # The persona list: member counts and shares.
     page.get_by_role("navigation", name="Main").get_by_role("link", name="Personas").click()
@@ -131,8 +115,8 @@ def test_marketer_browses_personas_and_reads_a_customer_record(page, live_server
     assert anna.pk
 
 
-def test_marketer_creates_a_persona_with_rules_checked_as_they_type(page, live_server, audience, tmp_path):
-    _log_in(page)
+def test_marketer_creates_a_persona_with_rules_checked_as_they_type(page, live_server, log_in, audience, tmp_path):
+    log_in()
     page.goto("/customers/personas/new/")
 
     page.get_by_label("Name").fill("Berliners")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 from django.utils import timezone
@@ -14,15 +13,16 @@ from channels.models import Message, SandboxMessage
 from config.roles import MARKETER
 from customers.models import Activity, Consent
 from customers.services import consent_record
-from tests.factories import CampaignFactory, CustomerFactory, SegmentFactory, UserFactory, two_channel_campaign
+from tests.factories import (
+    PASSWORD,
+    CampaignFactory,
+    CustomerFactory,
+    SegmentFactory,
+    UserFactory,
+    two_channel_campaign,
+)
 
-CHROMIUM = Path("/usr/bin/chromium")
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.django_db(transaction=True),
-    pytest.mark.skipif(not CHROMIUM.exists(), reason=f"headless browser tests need Debian's chromium at {CHROMIUM}"),
-]
-PASSWORD = "a long sandbox passphrase"
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 
 def _message(run, step, customer, status, *, sent=True, delivered=False, failed=False, reason=""):
@@ -47,8 +47,6 @@ def shop(roles):
     """A marketer, a Polish segment, four customers and a running two-step campaign with results."""
     now = timezone.now()
     user = UserFactory(username="marta", first_name="Marta", last_name="Lis", role=MARKETER)
-    user.set_password(PASSWORD)
-    user.save()
 
     segment = SegmentFactory(
         name="Customers in Poland", rules={"all": [{"field": "country", "op": "eq", "value": "PL"}]}
@@ -249,16 +247,8 @@ def test_marketer_logs_in_reads_a_customer_watches_a_campaign_and_searches(page,
     expect(page.locator("#customer-results")).to_contain_text("No customers match")
 
 
-def _log_in(page, username="marta"):
-    page.goto("/login/")
-    page.fill("#id_username", username)
-    page.fill("#id_password", PASSWORD)
-    page.get_by_role("button", name="Sign in").click()
-    expect(page.get_by_role("heading", name="Dashboard")).to_be_visible()
-
-
-def test_segment_and_outbox_pages_show_live_data(page, live_server, shop, tmp_path):
-    _log_in(page)
+def test_segment_and_outbox_pages_show_live_data(page, live_server, log_in, shop, tmp_path):
+    log_in()
 
     page.get_by_role("navigation", name="Main").get_by_role("link", name="Segments").click()
     row = page.locator(f'tr[data-segment="{shop["segment"].pk}"]')
@@ -289,11 +279,11 @@ def test_segment_and_outbox_pages_show_live_data(page, live_server, shop, tmp_pa
     page.screenshot(path=tmp_path / "outbox.png", full_page=True)
 
 
-def test_marketer_schedules_a_draft_and_sees_why_a_stepless_one_cannot_be(page, live_server, shop, tmp_path):
+def test_marketer_schedules_a_draft_and_sees_why_a_stepless_one_cannot_be(page, live_server, log_in, shop, tmp_path):
     segment = shop["segment"]
     draft = two_channel_campaign(name="Summer preview", segment=segment)
     stepless = CampaignFactory(name="Empty idea", segment=segment)
-    _log_in(page)
+    log_in()
 
     page.goto(f"/campaigns/{stepless.pk}/")
     page.get_by_role("button", name="Schedule").click()
