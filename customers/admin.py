@@ -1,7 +1,10 @@
 from django.contrib import admin
 from django.db import transaction
 
+from customers.identity import IDENTITY_FIELDS
 from customers.models import Activity, Consent, Customer, Erasure, Persona
+from customers.services.activities import STATS_FIELDS
+from customers.services.customers import PROFILE_FIELDS
 from customers.services.personas import persona_delete, persona_save, personas_assign, personas_recompute_schedule
 
 
@@ -26,38 +29,13 @@ class CustomerAdmin(admin.ModelAdmin):
     list_filter = ("country", "persona", ("erased_at", admin.EmptyFieldListFilter))
     list_select_related = ("persona",)
     search_fields = ("email", "phone", "external_id", "mastodon_handle", "bluesky_handle", "first_name", "last_name")
-    readonly_fields = (
-        "persona",
-        "lifetime_value",
-        "orders_count",
-        "last_purchase_at",
-        "last_engaged_email_at",
-        "last_engaged_sms_at",
-        "last_engaged_whatsapp_at",
-        "last_engaged_social_at",
-        "erased_at",
-        "created_at",
-        "updated_at",
-    )
+    readonly_fields = ("persona", *STATS_FIELDS, "erased_at", "created_at", "updated_at")
     fieldsets = (
-        ("Identity", {"fields": ("email", "phone", "external_id", "mastodon_handle", "bluesky_handle")}),
-        ("Profile", {"fields": ("first_name", "last_name", "locale", "timezone", "country", "city")}),
+        ("Identity", {"fields": IDENTITY_FIELDS}),
+        ("Profile", {"fields": PROFILE_FIELDS}),
         ("Attributes", {"fields": ("attributes",)}),
         ("Persona", {"fields": ("persona",), "description": "Assigned by the persona rules, never by hand."}),
-        (
-            "Derived from the timeline",
-            {
-                "fields": (
-                    "lifetime_value",
-                    "orders_count",
-                    "last_purchase_at",
-                    "last_engaged_email_at",
-                    "last_engaged_sms_at",
-                    "last_engaged_whatsapp_at",
-                    "last_engaged_social_at",
-                )
-            },
-        ),
+        ("Derived from the timeline", {"fields": STATS_FIELDS}),
         ("Record", {"fields": ("erased_at", "created_at", "updated_at")}),
     )
     inlines = [ConsentInline]

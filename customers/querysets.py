@@ -27,6 +27,10 @@ _PHONE_LIKE = re.compile(r"^\+?[\d\s().-]+$")
 
 
 class CustomerQuerySet(models.QuerySet):
+    def live(self) -> CustomerQuerySet:
+        """Customers not erased (an erased row stays, anonymous, so reports keep their counts)."""
+        return self.filter(erased_at__isnull=True)
+
     def consented(self, channel: str) -> CustomerQuerySet:
         return self.filter(consent_q(channel))
 

@@ -60,7 +60,7 @@ def customers_total() -> tuple[int, bool]:
             row = cursor.fetchone()
         if row and row[0] >= ESTIMATE_ABOVE:
             return int(row[0]), True
-    return Customer.objects.filter(erased_at__isnull=True).count(), False
+    return Customer.objects.live().count(), False
 
 
 def persona_choices() -> list[Persona]:

@@ -21,9 +21,10 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from customers.identity import IDENTITY_FIELDS, NORMALIZERS
+from customers.identity import IDENTITY_FIELDS, normalize_identities
 from customers.models import Activity, Channel, Consent, Customer
 from customers.querysets import consent_status_subquery
+from customers.services.activities import STATS_FIELDS
 from customers.services.consent import consent_current, consent_record
 from customers.services.customers import (
     BULK_LIMIT,
@@ -35,6 +36,7 @@ from customers.services.customers import (
     customer_update,
     customers_bulk_upsert,
 )
+from customers.services.privacy import customer_erase
 
 CONSENT_SOURCES_VIA_API = (Consent.Source.API, Consent.Source.FORM, Consent.Source.ADMIN)
 
@@ -120,16 +122,10 @@ class CustomerSerializer(serializers.ModelSerializer):
     class Meta:
         model = Customer
         fields = [
-            "id", *IDENTITY_FIELDS, *PROFILE_FIELDS, "attributes", "persona",
-            "lifetime_value", "orders_count", "last_purchase_at",
-            "last_engaged_email_at", "last_engaged_sms_at", "last_engaged_whatsapp_at", "last_engaged_social_at",
+            "id", *IDENTITY_FIELDS, *PROFILE_FIELDS, "attributes", "persona", *STATS_FIELDS,
             "consent", "consents", "created_at", "updated_at",
         ]  # fmt: skip
-        read_only_fields = [
-            "id", "lifetime_value", "orders_count", "last_purchase_at",
-            "last_engaged_email_at", "last_engaged_sms_at", "last_engaged_whatsapp_at", "last_engaged_social_at",
-            "created_at", "updated_at",
-        ]  # fmt: skip
+        read_only_fields = ["id", *STATS_FIELDS, "created_at", "updated_at"]
 
     def validate_attributes(self, value):
         if not isinstance(value, dict):
@@ -214,7 +210,7 @@ def with_consent_state(queryset: QuerySet[Customer]) -> QuerySet[Customer]:
 
 
 def _live_customer(pk) -> Customer:
-    return get_object_or_404(Customer, pk=pk, erased_at__isnull=True)
+    return get_object_or_404(Customer.objects.live(), pk=pk)
 
 
 def _conflict_response(exc: IdentityConflict) -> Response:
@@ -258,7 +254,7 @@ class CustomerViewSet(viewsets.ModelViewSet):
     Erased customers are not listed and answer 404.
     """
 
-    queryset = Customer.objects.filter(erased_at__isnull=True)
+    queryset = Customer.objects.live()
     serializer_class = CustomerSerializer
 
     def get_queryset(self) -> QuerySet[Customer]:
@@ -269,15 +265,9 @@ class CustomerViewSet(viewsets.ModelViewSet):
             return queryset
         params = self.request.query_params
         _check_params(params)
-        for name in IDENTITY_FIELDS:
-            if (raw := params.get(name)) is None:
-                continue
-            normalize = NORMALIZERS[name]
-            try:
-                value = normalize(raw, region=params.get("country")) if name == "phone" else normalize(raw)
-            except ValidationError as exc:
-                raise ValidationError({name: exc.messages}) from None
-            queryset = queryset.filter(**{name: value})
+        # Normalised like on write; a bad value is a 400 naming the parameter.
+        identities = {name: params[name] for name in IDENTITY_FIELDS if name in params}
+        queryset = queryset.filter(**normalize_identities(identities, region=params.get("country")))
         if term := params.get("q"):
             queryset = queryset.search(term)
         if persona := params.get("persona"):
@@ -385,8 +375,6 @@ class CustomerViewSet(viewsets.ModelViewSet):
         responses={204: None, 403: ErrorSerializer, 404: ErrorSerializer},
     )
     def destroy(self, request, *args, **kwargs):
-        from customers.services.privacy import customer_erase
-
         if not request.user.has_perm("customers.add_erasure"):
             raise PermissionDenied
         customer_erase(customer=self.get_object(), by=request.user, reason="API delete")

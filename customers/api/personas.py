@@ -15,13 +15,10 @@ from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schem
 from rest_framework import serializers, status, viewsets
 from rest_framework.response import Response
 
+from customers.api.customers import ErrorSerializer
 from customers.models import Channel, Persona
 from customers.selectors import personas_with_member_counts
 from customers.services.personas import PERSONA_FIELDS, Recompute, persona_create, persona_delete, persona_update
-
-
-class PersonaErrorSerializer(serializers.Serializer):
-    detail = serializers.CharField(required=False)
 
 
 class PersonaFieldErrorsSerializer(serializers.Serializer):
@@ -86,16 +83,16 @@ _RULE_ERROR_EXAMPLE = OpenApiExample(
     response_only=True,
     status_codes=["400"],
 )
-_READ_ERRORS = {403: PersonaErrorSerializer, 404: PersonaErrorSerializer}
+_READ_ERRORS = {403: ErrorSerializer, 404: ErrorSerializer}
 _WRITE_ERRORS = {400: PersonaFieldErrorsSerializer, **_READ_ERRORS}
 
 
 @extend_schema_view(
-    list=extend_schema(responses={200: PersonaSerializer(many=True), 403: PersonaErrorSerializer}),
+    list=extend_schema(responses={200: PersonaSerializer(many=True), 403: ErrorSerializer}),
     retrieve=extend_schema(parameters=[_ID_OR_SLUG], responses={200: PersonaSerializer, **_READ_ERRORS}),
     create=extend_schema(
         request=PersonaSerializer,
-        responses={201: PersonaWriteSerializer, 400: PersonaFieldErrorsSerializer, 403: PersonaErrorSerializer},
+        responses={201: PersonaWriteSerializer, 400: PersonaFieldErrorsSerializer, 403: ErrorSerializer},
         examples=[_RULE_ERROR_EXAMPLE],
     ),
     update=extend_schema(

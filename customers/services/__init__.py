@@ -5,6 +5,5 @@ re-exported for the callers that predate the split.
 """
 
 from customers.services.consent import consent_current, consent_record
-from customers.services.customers import customer_create
 
-__all__ = ["consent_current", "consent_record", "customer_create"]
+__all__ = ["consent_current", "consent_record"]

@@ -33,7 +33,7 @@ from django.utils.dateparse import parse_datetime
 
 from customers.identity import IDENTITY_FIELDS, NORMALIZERS
 from customers.models import ACTIVITY_KIND, Activity, Channel, Customer
-from customers.services.customers import NUL_MESSAGE, contains_nul
+from customers.services.customers import NUL_MESSAGE, contains_nul, error_dict
 from customers.services.personas import personas_assign
 
 K = Activity.Kind
@@ -43,6 +43,13 @@ FUTURE_TOLERANCE = timedelta(minutes=5)
 EARLIEST_YEAR = 1900
 MAX_AMOUNT = Decimal("1000000000")  # per purchase; keeps lifetime_value inside its column
 CUSTOMER_LOOKUPS = ("id", *IDENTITY_FIELDS)
+# The customer's derived stats, all kept by ``customer_stats_refresh`` (in the model's field order).
+STATS_FIELDS = (
+    "lifetime_value",
+    "orders_count",
+    "last_purchase_at",
+    *(f"last_engaged_{channel}_at" for channel in Channel.values),
+)
 EVENT_FIELDS = ("customer", "kind", "occurred_at", "channel", "campaign", "properties", "client_event_id")
 _CURRENCY = re.compile(r"^[A-Za-z]{3}$")
 _CHUNK = 2_000
@@ -318,10 +325,8 @@ def _resolve_customers(events: list[_Event]) -> dict[tuple[str, Any], int]:
         values = sorted({event.lookup[name] for event in events if name in event.lookup})
         column = "pk" if name == "id" else name
         for start in range(0, len(values), _CHUNK):
-            rows = Customer.objects.filter(
-                **{f"{column}__in": values[start : start + _CHUNK]}, erased_at__isnull=True
-            ).values_list(column, "pk")
-            found.update(((name, value), pk) for value, pk in rows)
+            rows = Customer.objects.live().filter(**{f"{column}__in": values[start : start + _CHUNK]})
+            found.update(((name, value), pk) for value, pk in rows.values_list(column, "pk"))
     return found
 
 
@@ -350,8 +355,7 @@ def events_record(*, events: list[Any], source: str) -> list[EventResult]:
         try:
             parsed.append(_parse_event(index, raw, now=now, source=source))
         except ValidationError as exc:
-            errors = exc.message_dict if hasattr(exc, "error_dict") else {"non_field_errors": exc.messages}
-            results[index] = EventResult(index, EventStatus.ERROR, errors=errors)
+            results[index] = EventResult(index, EventStatus.ERROR, errors=error_dict(exc))
 
     customers = _resolve_customers(parsed)
     campaign_model = Activity._meta.get_field("campaign").related_model

@@ -374,7 +374,7 @@ def customer_update(*, customer: Customer, data: dict, consents: dict[str, str] 
     ``IdentityConflict`` when a new identity value belongs to another customer.
     """
     _check_source(source)
-    locked = Customer.objects.select_for_update().filter(pk=customer.pk, erased_at__isnull=True).first()
+    locked = Customer.objects.select_for_update().live().filter(pk=customer.pk).first()
     if locked is None:
         raise ValidationError("This customer has been erased and cannot be changed.")
     cleaned = customer_clean(data, default_country=locked.country)
@@ -505,9 +505,7 @@ def _bulk_write(parsed: list[_Row], source: str) -> dict[int, RowResult]:
     now = timezone.now()
     customers: dict[int, Customer] = {}
     for chunk in _chunks(to_update):
-        customers.update(
-            (c.pk, c) for c in Customer.objects.select_for_update().filter(pk__in=chunk, erased_at__isnull=True)
-        )
+        customers.update((c.pk, c) for c in Customer.objects.select_for_update().live().filter(pk__in=chunk))
     changes: list[tuple[int, dict[str, Any]]] = []
     changed_rows: set[int] = set()
     pairs: list[tuple[int, _Row]] = []

@@ -15,10 +15,12 @@ from campaigns.models import Enrollment
 from channels.models import Message
 from customers.identity import IDENTITY_FIELDS
 from customers.models import Activity, Consent, Customer
+from customers.services.activities import customer_stats_refresh
+from customers.services.customers import PROFILE_FIELDS
+from customers.services.personas import personas_assign
 from segments.models import SegmentMember
 
 MERGED_KIND = "customer.merged"
-PROFILE_FIELDS = ("first_name", "last_name", "locale", "timezone", "country", "city")
 
 
 def _move(queryset, *, survivor_id: int, clash: Exists) -> tuple[int, int]:
@@ -48,9 +50,6 @@ def customers_merge(*, survivor: Customer, duplicate: Customer, by) -> Customer:
     Raises ``ValidationError`` for a customer merged with itself or with an erased
     customer.
     """
-    from customers.services.activities import customer_stats_refresh
-    from customers.services.personas import personas_assign
-
     if survivor.pk == duplicate.pk:
         raise ValidationError("A customer cannot be merged with itself.")
     # Locked in primary-key order, so two merges of the same pair cannot deadlock.

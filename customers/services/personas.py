@@ -85,7 +85,7 @@ def personas_assign(*, customer_ids: Iterable[int] | None = None, now: datetime 
             logger.warning("Persona %r matches nobody: its rules do not compile (%s)", persona.name, exc)
     persona = Case(*whens, default=Value(None), output_field=BigIntegerField()) if whens else Value(None)
 
-    customers = Customer.objects.filter(erased_at__isnull=True)
+    customers = Customer.objects.live()
     if customer_ids is not None:
         customer_ids = list(customer_ids)
         if not customer_ids:

@@ -24,7 +24,8 @@ from channels.models import Message, ProviderEvent, SandboxMessage, Suppression
 from channels.suppression import suppressed_hashes, suppression_add
 from customers.identity import IDENTITY_FIELDS
 from customers.models import Activity, Consent, Customer, Erasure
-from customers.services.merge import PROFILE_FIELDS
+from customers.services.activities import STATS_FIELDS
+from customers.services.customers import PROFILE_FIELDS
 from segments.models import SegmentMember
 
 EXPORT_FORMAT = "chorus.customer-export/1"
@@ -32,15 +33,6 @@ ERASED_PAYLOAD = {"erased": True}
 ERASED_TEXT = "[erased]"
 # Social handles and the phone are addresses too: everything a message can go to.
 ADDRESS_FIELDS = ("email", "phone", "mastodon_handle", "bluesky_handle")
-STATS_FIELDS = (
-    "lifetime_value",
-    "orders_count",
-    "last_purchase_at",
-    "last_engaged_email_at",
-    "last_engaged_sms_at",
-    "last_engaged_whatsapp_at",
-    "last_engaged_social_at",
-)
 
 MESSAGE_TIMES = ("created_at", "sent_at", "delivered_at", "opened_at", "clicked_at", "failed_at")
 ACTIVITY_EXPORT = ("id", "occurred_at", "kind", "channel", "campaign_id", "campaign__name", "message_id", "properties",
