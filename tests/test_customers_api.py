@@ -12,7 +12,7 @@ from customers.models import Activity, Consent, Customer, Erasure, Persona
 from customers.services import consent_current
 from customers.services.customers import IdentityConflict, customer_upsert, customers_bulk_upsert
 from tests.factories import CustomerFactory
-from tests.test_api import api
+from tests.factories import api_client as api
 
 pytestmark = pytest.mark.django_db
 

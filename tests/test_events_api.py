@@ -13,7 +13,7 @@ from django.utils import timezone
 from customers.models import Activity, Customer, Persona
 from customers.services.activities import activity_record, customer_stats_refresh, events_record
 from tests.factories import CampaignFactory, CustomerFactory
-from tests.test_api import api
+from tests.factories import api_client as api
 
 pytestmark = pytest.mark.django_db
 

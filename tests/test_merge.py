@@ -222,12 +222,6 @@ def test_api_merge_is_forbidden_to_analysts(pair):
 # --- UI ----------------------------------------------------------------------------
 
 
-@pytest.fixture
-def marketer_client(client):
-    client.force_login(UserFactory(username="mia", role=MARKETER))
-    return client
-
-
 def test_merge_page_live_search_lists_other_customers_but_not_itself_or_erased(marketer_client, pair):
     survivor, duplicate = pair
     erased = CustomerFactory(first_name="Annabel")
