@@ -75,9 +75,9 @@ from django.utils import timezone
 
 from customers import tasks
 from customers.identity import IDENTITY_FIELDS, NORMALIZERS
-from customers.models import Activity, Channel, Consent, Customer, ImportJob, Persona
+from customers.models import Activity, Channel, Consent, Customer, ImportJob, Persona, iana_timezones
 from customers.querysets import consent_status_subquery
-from customers.services.customers import _LOCALE, PROFILE_FIELDS, _timezones
+from customers.services.customers import LOCALE, PROFILE_FIELDS
 from customers.services.personas import personas_assign
 
 logger = logging.getLogger(__name__)
@@ -617,8 +617,8 @@ def _make_row_checker(plan: _Plan) -> Callable[[int, list[str]], tuple[tuple | N
         "ValidationError": ValidationError,
         "COUNTRY_CODES": COUNTRY_CODES,
         "CONSENT_VALUES": CONSENT_VALUES,
-        "TIMEZONES": _timezones(),
-        "LOCALE": _LOCALE,
+        "TIMEZONES": iana_timezones(),
+        "LOCALE": LOCALE,
         "attribute_json": _attribute_json,
         "problem": _problem,
         "invalid": _invalid,

@@ -18,12 +18,10 @@ from __future__ import annotations
 
 import json
 import re
-import zoneinfo
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
-from functools import cache
 from itertools import islice
 from typing import Any
 
@@ -33,7 +31,7 @@ from django.db.models import NOT_PROVIDED, Q
 from django.utils import timezone
 
 from customers.identity import IDENTITY_FIELDS, normalize_identities
-from customers.models import Activity, Channel, Consent, Customer
+from customers.models import Activity, Channel, Consent, Customer, iana_timezones
 from customers.querysets import consent_status_subquery
 from customers.services.consent import consent_record
 from customers.services.personas import personas_assign
@@ -45,7 +43,7 @@ BULK_LIMIT = 10_000
 _CHUNK = 2_000
 
 _COUNTRY = re.compile(r"^[A-Z]{2}$")
-_LOCALE = re.compile(r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*$")
+LOCALE = re.compile(r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*$")
 _CHANNELS = frozenset(Channel.values)
 _STATUSES = frozenset(Consent.Status.values)
 _NEEDS_IDENTITY = f"A customer needs at least one of {', '.join(IDENTITY_FIELDS)}."
@@ -111,12 +109,6 @@ def contains_nul(value: Any) -> bool:
     return False
 
 
-@cache
-def _timezones() -> frozenset[str]:
-    # zoneinfo.available_timezones() walks the tz database on every call (~10 ms).
-    return frozenset(zoneinfo.available_timezones())
-
-
 def error_dict(exc: ValidationError) -> dict[str, list[str]]:
     """A ValidationError as ``{field: [messages]}``; errors not about one field go under non_field_errors."""
     if hasattr(exc, "error_dict"):
@@ -141,9 +133,9 @@ def _clean_profile(name: str, value: Any) -> str:
     max_length = Customer._meta.get_field(name).max_length
     if len(value) > max_length:
         raise ValidationError(f"At most {max_length} characters (got {len(value)}).")
-    if name == "timezone" and value and value not in _timezones():
+    if name == "timezone" and value and value not in iana_timezones():
         raise ValidationError(f"{value!r} is not an IANA time zone (for example Europe/Warsaw).")
-    elif name == "locale" and value and not _LOCALE.match(value):
+    elif name == "locale" and value and not LOCALE.match(value):
         raise ValidationError(f"{value!r} is not a locale (for example pl or en-GB).")
     return value
 
