@@ -30,8 +30,8 @@ from customers.api.customers import CustomerSerializer, with_consent_state
 from customers.exports import customers_csv_response
 from customers.models import Customer
 from segments.models import Segment, SegmentMember
-from segments.rules import RuleError, explain, validate
-from segments.selectors import rules_count, rules_customers, segment_count, segment_customers
+from segments.rules import RuleError, validate
+from segments.selectors import rules_customers, segment_count, segment_customers, segment_explanation
 from segments.services import (
     SegmentUploadError,
     UploadMode,
@@ -150,7 +150,8 @@ class ExplainSerializer(serializers.Serializer):
     matched = serializers.BooleanField(help_text="Whether the customer is in the segment.")
     tree = serializers.JSONField(
         allow_null=True,
-        help_text='The rule tree with "matched": true|false on every node (null for static segments).',
+        help_text='The rule tree with "matched": true|false on every node '
+        "(null for static segments and erased customers, who are in no segment).",
     )
 
 
@@ -276,11 +277,7 @@ class SegmentViewSet(viewsets.ModelViewSet):
     )
     @action(detail=True, methods=["get"])
     def count(self, request, pk=None):
-        segment = self.get_object()
-        try:
-            return Response({"count": segment_count(segment)})
-        except RuleError as exc:
-            raise _rule_error(exc) from None
+        return Response({"count": self._members_of(self.get_object()).count()})
 
     @extend_schema(
         summary="The segment's customers, paginated JSON or a streamed CSV of all of them",
@@ -317,8 +314,9 @@ class SegmentViewSet(viewsets.ModelViewSet):
         tree = body.validated_data["rules"]
         try:
             validate(tree, segment_id=body.validated_data.get("segment"))
-            count = rules_count(tree)
-            sample = list(with_consent_state(rules_customers(tree)).order_by("-pk")[:PREVIEW_SAMPLE])
+            members = rules_customers(tree)
+            count = members.count()
+            sample = list(with_consent_state(members).order_by("-pk")[:PREVIEW_SAMPLE])
         except RuleError as exc:
             raise _rule_error(exc) from None
         return Response({"count": count, "sample": CustomerSerializer(sample, many=True).data})
@@ -336,14 +334,13 @@ class SegmentViewSet(viewsets.ModelViewSet):
     def explain(self, request, pk=None, customer_id=None):
         segment = self.get_object()
         customer = get_object_or_404(Customer, pk=customer_id)
-        if segment.kind == Segment.Kind.STATIC:
-            matched = SegmentMember.objects.filter(segment=segment, customer=customer).exists()
-            return Response({"segment": segment.pk, "customer": customer.pk, "matched": matched, "tree": None})
         try:
-            tree = explain(segment.rules, customer)
+            explanation = segment_explanation(segment=segment, customer=customer)
         except RuleError as exc:
             raise _rule_error(exc) from None
-        return Response({"segment": segment.pk, "customer": customer.pk, "matched": tree["matched"], "tree": tree})
+        return Response(
+            {"segment": segment.pk, "customer": customer.pk, "matched": explanation.matched, "tree": explanation.tree}
+        )
 
     @extend_schema(
         summary="Members of a static segment, with when they were added",

@@ -5,6 +5,7 @@ Erased customers are in no audience: these selectors exclude them, the compiled 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -12,7 +13,7 @@ from django.db.models import BooleanField, Exists, ExpressionWrapper, OuterRef, 
 
 from customers.models import Customer
 from segments.models import Segment, SegmentMember
-from segments.rules import compile_rules, compile_segment_rules
+from segments.rules import compile_rules, compile_segment_rules, explain
 
 
 def _live() -> QuerySet[Customer]:
@@ -38,6 +39,32 @@ def segment_customers(segment: Segment, *, now: datetime | None = None) -> Query
 
 def segment_count(segment: Segment, *, now: datetime | None = None) -> int:
     return segment_customers(segment, now=now).count()
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """Whether a customer is in a segment, and why."""
+
+    matched: bool
+    tree: dict | None = None  # dynamic: the rule tree with "matched" on every node
+    member: SegmentMember | None = None  # static: the customer's row on the uploaded list
+    erased: bool = False
+
+
+def segment_explanation(*, segment: Segment, customer: Customer, now: datetime | None = None) -> Explanation:
+    """Why ``customer`` is in or out of ``segment``, agreeing with :func:`segment_customers`.
+
+    Static: the customer's member row. Dynamic: :func:`segments.rules.explain` of its rules
+    (``RuleError`` if they no longer validate). An erased customer is in no segment, whatever
+    its remaining rows would match, so there is nothing to explain.
+    """
+    if customer.erased_at is not None:
+        return Explanation(matched=False, erased=True)
+    if segment.kind == Segment.Kind.STATIC:
+        member = SegmentMember.objects.filter(segment=segment, customer=customer).first()
+        return Explanation(matched=member is not None, member=member)
+    tree = explain(segment.rules, customer, now=now)
+    return Explanation(matched=tree["matched"], tree=tree)
 
 
 def customer_segments(customer: Customer, *, now: datetime | None = None) -> list[Segment]:

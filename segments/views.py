@@ -28,9 +28,9 @@ from config.htmx import wants_fragment
 from customers.exports import customers_csv_response
 from customers.models import Channel, Customer, Persona
 from segments import forms as builder
-from segments.models import Segment, SegmentMember
-from segments.rules import FIELDS, OPERATORS, RuleError, explain
-from segments.selectors import rules_count, rules_customers, segment_count, segment_customers
+from segments.models import Segment
+from segments.rules import DAYS_OPS, FIELDS, OPERATORS, PRESENCE_OPS, RuleError
+from segments.selectors import rules_customers, segment_count, segment_customers, segment_explanation
 from segments.services import (
     SegmentUploadError,
     UploadMode,
@@ -67,11 +67,11 @@ def _quote(value: Any) -> str:
 
 
 def _value_text(op: str, value: Any) -> str:
-    if op in builder.PRESENCE_OPS:
+    if op in PRESENCE_OPS:
         return ""
     if op == "between" and isinstance(value, list) and len(value) == 2:
         return f"{_quote(value[0])} and {_quote(value[1])}"
-    if op in builder.DAYS_OPS:
+    if op in DAYS_OPS:
         return f"{value} days"
     if isinstance(value, list):
         return ", ".join(_quote(v) for v in value)
@@ -260,8 +260,9 @@ def _preview_context(result: builder.BuilderResult) -> dict:
         return context
     context["tree_json"] = json.dumps(result.tree, indent=2, ensure_ascii=False)
     try:
-        context["count"] = rules_count(result.tree)
-        context["sample"] = list(rules_customers(result.tree).order_by("-pk")[:SAMPLE_SIZE])
+        members = rules_customers(result.tree)  # compiled (and its references looked up) once
+        context["count"] = members.count()
+        context["sample"] = list(members.order_by("-pk")[:SAMPLE_SIZE])
     except RuleError as exc:
         result.error = str(exc)
         result.tree = None
@@ -284,11 +285,7 @@ def builder_preview(request: HttpRequest) -> HttpResponse:
     """Live count, sample and inline errors for the builder's current state."""
     _require_builder(request)
     segment_id = _segment_id(request)
-    result = builder.builder_rules(
-        builder.builder_from_post(request.POST),
-        segment_id=segment_id,
-        attribute_types=dict(builder.attribute_keys()),
-    )
+    result = builder.builder_rules(builder.builder_from_post(request.POST), segment_id=segment_id)
     context = {**_preview_context(result), "root": result.root, "error_slots": True}
     return render(request, "segments/_preview.html", context)
 
@@ -315,14 +312,12 @@ def builder_update(request: HttpRequest) -> HttpResponse:
 
 def _edit_page(request: HttpRequest, segment: Segment | None) -> HttpResponse:
     segment_id = segment.pk if segment else None
-    choices = _builder_choices(segment_id)
-    attribute_types = dict(choices["attribute_keys"])
     status, rules_error = 200, ""
     if request.method == "POST":
         form = builder.SegmentForm(request.POST, instance=segment)
         kind = segment.kind if segment else request.POST.get("kind", Segment.Kind.DYNAMIC)
         root = builder.builder_from_post(request.POST)
-        result = builder.builder_rules(root, segment_id=segment_id, attribute_types=attribute_types)
+        result = builder.builder_rules(root, segment_id=segment_id)
         if form.is_valid() and (kind == Segment.Kind.STATIC or result.valid):
             rules = result.tree if kind == Segment.Kind.DYNAMIC else {}
             data = form.cleaned_data
@@ -349,14 +344,14 @@ def _edit_page(request: HttpRequest, segment: Segment | None) -> HttpResponse:
     else:
         form = builder.SegmentForm(instance=segment)
         root = builder.builder_from_rules(segment.rules) if segment else builder.new_builder()
-        result = builder.builder_rules(root, segment_id=segment_id, attribute_types=attribute_types)
+        result = builder.builder_rules(root, segment_id=segment_id)
         if segment is None:
             # A blank condition is not a mistake yet: no red until the marketer has typed something.
             for node in root.walk():
                 node.error = ""
     context = {
         "fresh": request.method == "GET" and segment is None,
-        **choices,
+        **_builder_choices(segment_id),  # only for a page to render: a saved form redirects
         **_preview_context(result),
         "form": form,
         "segment": segment,
@@ -414,16 +409,17 @@ def segment_upload(request: HttpRequest, pk: int) -> HttpResponse:
 
 def _explain_context(segment: Segment, customer: Customer) -> dict:
     context: dict[str, Any] = {"segment": segment, "customer": customer, "tree": None, "error": ""}
-    if segment.kind == Segment.Kind.STATIC:
-        member = SegmentMember.objects.filter(segment=segment, customer=customer).first()
-        context.update(matched=member is not None, member=member)
-        return context
     try:
-        explained = explain(segment.rules, customer)
+        explanation = segment_explanation(segment=segment, customer=customer)
     except RuleError as exc:
         context.update(matched=None, error=str(exc))
         return context
-    context.update(matched=bool(explained.get("matched")), tree=readable(explained, _Names(explained)))
+    context.update(
+        matched=explanation.matched,
+        member=explanation.member,
+        erased=explanation.erased,
+        tree=readable(explanation.tree, _Names(explanation.tree)) if explanation.tree else None,
+    )
     return context
 
 
