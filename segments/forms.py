@@ -17,7 +17,6 @@ import re
 import secrets
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import date, datetime
 from typing import Any
 
 from django import forms
@@ -25,7 +24,17 @@ from django.http import QueryDict
 
 from customers.models import Activity, Channel, Customer
 from segments.models import Segment
-from segments.rules import FIELDS, OPERATORS, RuleError, operators_for, validate
+from segments.rules import (
+    DAYS_OPS,
+    FIELDS,
+    LIST_OPS,
+    OPERATORS,
+    PRESENCE_OPS,
+    RuleError,
+    operators_for,
+    parse_iso,
+    validate,
+)
 
 MAX_NODES = 200
 ATTRIBUTE_SAMPLE = 1000
@@ -44,9 +53,6 @@ KINDS = {
 # 2025-06-01 -> date, anything else -> text).
 VALUE_TYPES = {"auto": "Auto type", "text": "Text", "number": "Number", "boolean": "Yes / no", "datetime": "Date"}
 CONSENT_STATES = {"opted_in": "opted in", "opted_out": "opted out", "unknown": "unknown (never asked)"}
-PRESENCE_OPS = {"is_set", "is_not_set"}
-LIST_OPS = {"in", "not_in"}
-DAYS_OPS = {"within_last_days", "before_last_days"}
 CONDITION_INPUTS = (
     "field", "attribute", "value_type", "op", "value", "value2", "channel", "consent",
     "persona", "segment", "activity", "campaign", "min_count", "within_days", "performed",
@@ -245,17 +251,20 @@ def _text(value: Any) -> str:
     return str(value)
 
 
-def _value_type_of(value: Any) -> str:
-    sample = value[0] if isinstance(value, list) and value else value
-    if sample is None:
-        return "auto"
-    if isinstance(sample, bool):
+def _infer_type(value: Any) -> str:
+    """The builder's value type for a JSON value, as the rule language compares it."""
+    if isinstance(value, bool):
         return "boolean"
-    if isinstance(sample, int | float):
+    if isinstance(value, int | float):
         return "number"
-    if isinstance(sample, str) and _parse_date(sample) is not None:
+    if isinstance(value, str) and parse_iso(value) is not None:
         return "datetime"
     return "text"
+
+
+def _value_type_of(value: Any) -> str:
+    sample = value[0] if isinstance(value, list) and value else value
+    return "auto" if sample is None else _infer_type(sample)
 
 
 def _condition_from_rule(rule: dict) -> Node:
@@ -329,13 +338,6 @@ class _Incomplete(ValueError):
     pass
 
 
-def _parse_date(text: str) -> date | None:
-    try:
-        return datetime.fromisoformat(text).date() if "T" in text else date.fromisoformat(text)
-    except ValueError:
-        return None
-
-
 _NUMBER = re.compile(r"^-?(0|[1-9][0-9]*)(\.[0-9]+)?$")
 
 
@@ -345,7 +347,7 @@ def _read_type(text: str) -> str:
         return "boolean"
     if _NUMBER.match(text):  # "007" and "01234" stay text: codes, not quantities
         return "number"
-    if len(text) >= 10 and _parse_date(text) is not None:
+    if parse_iso(text) is not None:
         return "datetime"
     return "text"
 
@@ -364,7 +366,7 @@ def _parse_value(text: str, value_type: str) -> Any:
     if value_type == "datetime":
         if not text:
             raise _Incomplete("Pick a date.")
-        if _parse_date(text) is None:
+        if parse_iso(text) is None:
             raise _Incomplete(f"“{text}” is not a date (YYYY-MM-DD).")
         return text
     if value_type == "boolean":
@@ -501,13 +503,20 @@ def builder_rules(
     """Convert and validate the builder state; errors land on the offending node.
 
     ``attribute_types`` (key -> type, from :func:`attribute_keys`) types the values of
-    "auto" attribute conditions.
+    "auto" attribute conditions; when None, they are read only if such a condition has a value.
     """
     for node in root.walk():
         node.error = ""
+    if attribute_types is None:
+        auto = any(
+            node.kind == "attribute" and node.value_type == "auto" and node.value_mode != "none"
+            for node in root.walk()
+            if not node.group
+        )
+        attribute_types = dict(attribute_keys()) if auto else {}
     paths: dict[str, Node] = {}
     errors: list[Node] = []
-    tree = _to_rule(root, "", paths, errors, attribute_types or {})
+    tree = _to_rule(root, "", paths, errors, attribute_types)
     if errors:
         first = errors[0]
         return BuilderResult(root=root, tree=None, error=first.error, error_node=first)
@@ -523,16 +532,6 @@ def builder_rules(
 
 
 # --- Choices for the builder's selects ---------------------------------------------------
-
-
-def _infer_type(value: Any) -> str:
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int | float):
-        return "number"
-    if isinstance(value, str) and len(value) >= 10 and _parse_date(value) is not None:
-        return "datetime"
-    return "text"
 
 
 def attribute_keys(*, sample: int = ATTRIBUTE_SAMPLE) -> list[tuple[str, str]]:

@@ -18,7 +18,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
-from customers.identity import NORMALIZERS
+from customers.identity import IDENTITY_FIELDS, NORMALIZERS
 from customers.models import Customer, Persona
 from segments.models import Segment, SegmentMember
 from segments.rules import RuleError, validate
@@ -26,7 +26,7 @@ from segments.rules import RuleError, validate
 UPLOAD_BATCH = 2000
 UNKNOWN_REPORT_LIMIT = 1000
 # CSV header (normalised: lower case, "_" for spaces and dashes) -> identity field.
-# Matching tries the identity columns in this order and the first hit wins.
+# Matching tries the identity columns in IDENTITY_FIELDS order and the first hit wins.
 IDENTITY_HEADERS: dict[str, str] = {
     "email": "email",
     "e_mail": "email",
@@ -43,7 +43,6 @@ IDENTITY_HEADERS: dict[str, str] = {
     "bluesky_handle": "bluesky_handle",
     "bluesky": "bluesky_handle",
 }
-IDENTITY_ORDER = ("email", "phone", "external_id", "mastodon_handle", "bluesky_handle")
 IDENTITY_LABELS = {
     "email": "email",
     "phone": "phone",
@@ -214,7 +213,7 @@ def _identity_columns(header: list[str]) -> dict[str, int]:
         identity = IDENTITY_HEADERS.get(_normalise_header(name))
         if identity and identity not in columns:
             columns[identity] = index
-    return dict(sorted(columns.items(), key=lambda item: IDENTITY_ORDER.index(item[0])))
+    return dict(sorted(columns.items(), key=lambda item: IDENTITY_FIELDS.index(item[0])))
 
 
 def _batched(iterable: Iterable, size: int) -> Iterator[list]:
