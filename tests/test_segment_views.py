@@ -8,11 +8,10 @@ from html.parser import HTMLParser
 import pytest
 from django.urls import reverse
 
-from config.roles import ANALYST, MARKETER
-from customers.models import Activity
+from customers.models import Activity, Customer
 from segments.forms import attribute_keys
 from segments.models import Segment, SegmentMember
-from tests.factories import CampaignFactory, CustomerFactory, SegmentFactory, UserFactory
+from tests.factories import CampaignFactory, CustomerFactory, SegmentFactory
 
 pytestmark = pytest.mark.django_db
 HTMX = {"HTTP_HX_REQUEST": "true"}
@@ -21,18 +20,6 @@ HTMX = {"HTTP_HX_REQUEST": "true"}
 @pytest.fixture(autouse=True)
 def _roles(roles):
     """Every test here logs in with a role."""
-
-
-@pytest.fixture
-def marketer(client):
-    client.force_login(UserFactory(username="mia", role=MARKETER))
-    return client
-
-
-@pytest.fixture
-def analyst(client):
-    client.force_login(UserFactory(username="ada", role=ANALYST))
-    return client
 
 
 class _FormState(HTMLParser):
@@ -147,8 +134,8 @@ NESTED_TREE = {
 }
 
 
-def test_builder_form_fields_become_the_saved_rule_tree(marketer):
-    response = marketer.post(reverse("segments:new"), builder_post(*NESTED_TREE_FORM))
+def test_builder_form_fields_become_the_saved_rule_tree(marketer_client):
+    response = marketer_client.post(reverse("segments:new"), builder_post(*NESTED_TREE_FORM))
 
     segment = Segment.objects.get(name="Engaged Poles")
     assert response.status_code == 302
@@ -185,24 +172,24 @@ def _every_kind_of_condition() -> dict:
 
 
 @pytest.mark.parametrize("tree", ["nested", "every kind"])
-def test_a_saved_tree_survives_opening_and_saving_the_edit_page_unchanged(marketer, tree):
+def test_a_saved_tree_survives_opening_and_saving_the_edit_page_unchanged(marketer_client, tree):
     rules = NESTED_TREE if tree == "nested" else _every_kind_of_condition()
     segment = SegmentFactory(name="Round trip", rules=rules)
 
-    page = marketer.get(reverse("segments:edit", args=[segment.pk]))
+    page = marketer_client.get(reverse("segments:edit", args=[segment.pk]))
     assert page.status_code == 200
     data = form_state(page.content.decode())
     assert data["name"] == ["Round trip"]
-    response = marketer.post(reverse("segments:edit", args=[segment.pk]), data)
+    response = marketer_client.post(reverse("segments:edit", args=[segment.pk]), data)
 
     assert response.status_code == 302, response.content.decode()[:3000]
     segment.refresh_from_db()
     assert segment.rules == rules
 
 
-def test_new_segment_page_starts_with_one_condition_and_a_live_preview(marketer):
+def test_new_segment_page_starts_with_one_condition_and_a_live_preview(marketer_client):
     CustomerFactory(country="PL")
-    body = marketer.get(reverse("segments:new")).content.decode()
+    body = marketer_client.get(reverse("segments:new")).content.decode()
 
     assert 'id="builder-tree"' in body
     assert body.count('data-testid="rule-condition"') == 1
@@ -213,7 +200,7 @@ def test_new_segment_page_starts_with_one_condition_and_a_live_preview(marketer)
     assert 'data-testid="preview-error"' not in body
 
 
-def test_preview_fragment_counts_and_samples_the_unsaved_tree(marketer):
+def test_preview_fragment_counts_and_samples_the_unsaved_tree(marketer_client):
     inside = CustomerFactory(first_name="Ola", country="PL", attributes={"tier": "gold"})
     CustomerFactory(first_name="Hans", country="DE", attributes={"tier": "gold"})
     data = builder_post(
@@ -227,7 +214,7 @@ def test_preview_fragment_counts_and_samples_the_unsaved_tree(marketer):
         ),
     )
 
-    response = marketer.post(reverse("segments:builder_preview"), data, **HTMX)
+    response = marketer_client.post(reverse("segments:builder_preview"), data, **HTMX)
 
     body = response.content.decode()
     assert response.status_code == 200
@@ -239,21 +226,21 @@ def test_preview_fragment_counts_and_samples_the_unsaved_tree(marketer):
     assert Segment.objects.count() == 0  # previewing saves nothing
 
 
-def test_a_bad_value_is_shown_inline_next_to_its_condition(marketer):
+def test_a_bad_value_is_shown_inline_next_to_its_condition(marketer_client):
     data = builder_post(
         ("r", "", "group", {"match": "all"}),
         ("c1", "r", "condition", {"kind": "field", "field": "country", "op": "eq", "value": "PL"}),
         ("c2", "r", "condition", {"kind": "field", "field": "orders_count", "op": "gt", "value": "lots"}),
     )
 
-    body = marketer.post(reverse("segments:builder_preview"), data, **HTMX).content.decode()
+    body = marketer_client.post(reverse("segments:builder_preview"), data, **HTMX).content.decode()
 
     assert 'data-testid="preview-error"' in body
     assert 'id="err-c2" role="alert" hx-swap-oob="true">“lots” is not a number.<' in body
     assert 'id="err-c1" role="alert" hx-swap-oob="true"><' in body  # the good condition's slot is cleared
 
 
-def test_a_rule_language_error_lands_on_the_node_its_path_names(marketer):
+def test_a_rule_language_error_lands_on_the_node_its_path_names(marketer_client):
     data = builder_post(
         ("r", "", "group", {"match": "all"}),
         ("c1", "r", "condition", {"kind": "field", "field": "country", "op": "eq", "value": "PL"}),
@@ -266,32 +253,32 @@ def test_a_rule_language_error_lands_on_the_node_its_path_names(marketer):
         ),
     )
 
-    body = marketer.post(reverse("segments:builder_preview"), data, **HTMX).content.decode()
+    body = marketer_client.post(reverse("segments:builder_preview"), data, **HTMX).content.decode()
 
     assert "all[1].any[0].value: &#x27;between&#x27; needs low &lt;= high" in body
     assert 'id="err-c2" role="alert" hx-swap-oob="true">&#x27;between&#x27; needs low &lt;= high<' in body
 
 
-def test_an_empty_group_is_reported_on_the_group(marketer):
+def test_an_empty_group_is_reported_on_the_group(marketer_client):
     data = builder_post(
         ("r", "", "group", {"match": "all"}),
         ("c1", "r", "condition", {"kind": "field", "field": "country", "op": "eq", "value": "PL"}),
         ("g1", "r", "group", {"match": "any"}),
     )
 
-    body = marketer.post(reverse("segments:builder_preview"), data, **HTMX).content.decode()
+    body = marketer_client.post(reverse("segments:builder_preview"), data, **HTMX).content.decode()
 
     assert 'id="err-g1" role="alert" hx-swap-oob="true">This group is empty' in body
 
 
-def test_adding_and_removing_nodes_re_renders_the_builder_with_the_preview_out_of_band(marketer):
+def test_adding_and_removing_nodes_re_renders_the_builder_with_the_preview_out_of_band(marketer_client):
     CustomerFactory(country="PL")
     base = (
         ("r", "", "group", {"match": "all"}),
         ("c1", "r", "condition", {"kind": "field", "field": "country", "op": "eq", "value": "PL"}),
     )
 
-    added = marketer.post(
+    added = marketer_client.post(
         reverse("segments:builder_update"), builder_post(*base, _action="add_group", _target="r"), **HTMX
     ).content.decode()
     assert added.lstrip().startswith('<div id="builder-tree"')
@@ -300,20 +287,22 @@ def test_adding_and_removing_nodes_re_renders_the_builder_with_the_preview_out_o
     assert 'id="preview" class="card preview-card" data-testid="preview" aria-live="polite" hx-swap-oob="true"' in added
     assert 'value="PL"' in added  # what was typed survives the re-render
 
-    removed = marketer.post(
+    removed = marketer_client.post(
         reverse("segments:builder_update"), builder_post(*base, _action="remove", _target="c1"), **HTMX
     ).content.decode()
     assert removed.count('data-testid="rule-condition"') == 0
     assert "This group is empty" in removed
 
 
-def test_picking_a_number_field_offers_number_operators_and_inputs(marketer):
+def test_picking_a_number_field_offers_number_operators_and_inputs(marketer_client):
     data = builder_post(
         ("r", "", "group", {"match": "all"}),
         ("c1", "r", "condition", {"kind": "field", "field": "orders_count", "op": "contains", "value": "x"}),
     )
 
-    body = marketer.post(reverse("segments:builder_update"), {**data, "_action": "refresh"}, **HTMX).content.decode()
+    body = marketer_client.post(
+        reverse("segments:builder_update"), {**data, "_action": "refresh"}, **HTMX
+    ).content.decode()
 
     assert '<option value="contains"' not in body
     assert '<option value="between"' in body
@@ -321,7 +310,7 @@ def test_picking_a_number_field_offers_number_operators_and_inputs(marketer):
     assert 'type="number"' in body
 
 
-def test_an_auto_typed_attribute_compares_as_that_attribute_usually_is(marketer):
+def test_an_auto_typed_attribute_compares_as_that_attribute_usually_is(marketer_client):
     CustomerFactory(attributes={"score": 12, "zip": "01234"})
     data = builder_post(
         ("r", "", "group", {"match": "all"}),
@@ -351,7 +340,7 @@ def test_an_auto_typed_attribute_compares_as_that_attribute_usually_is(marketer)
         ),
     )
 
-    response = marketer.post(reverse("segments:new"), data)
+    response = marketer_client.post(reverse("segments:new"), data)
 
     assert response.status_code == 302
     assert Segment.objects.get().rules == {
@@ -364,13 +353,13 @@ def test_an_auto_typed_attribute_compares_as_that_attribute_usually_is(marketer)
     }
 
 
-def test_saving_invalid_rules_keeps_the_form_and_names_the_problem(marketer):
+def test_saving_invalid_rules_keeps_the_form_and_names_the_problem(marketer_client):
     data = builder_post(
         ("r", "", "group", {"match": "all"}),
         ("c1", "r", "condition", {"kind": "persona", "persona": "ghost"}),
     )
 
-    response = marketer.post(reverse("segments:new"), data)
+    response = marketer_client.post(reverse("segments:new"), data)
 
     body = response.content.decode()
     assert response.status_code == 400
@@ -380,14 +369,14 @@ def test_saving_invalid_rules_keeps_the_form_and_names_the_problem(marketer):
     assert not Segment.objects.exists()
 
 
-def test_a_duplicate_name_is_refused_with_the_field_named(marketer):
+def test_a_duplicate_name_is_refused_with_the_field_named(marketer_client):
     SegmentFactory(name="Engaged Poles")
-    response = marketer.post(reverse("segments:new"), builder_post(*NESTED_TREE_FORM))
+    response = marketer_client.post(reverse("segments:new"), builder_post(*NESTED_TREE_FORM))
     assert response.status_code == 400
     assert "Name: Segment with this Name already exists." in response.content.decode()
 
 
-def test_editing_a_segment_to_refer_to_itself_is_a_cycle(marketer):
+def test_editing_a_segment_to_refer_to_itself_is_a_cycle(marketer_client):
     segment = SegmentFactory(name="Loop")
     data = builder_post(
         ("r", "", "group", {"match": "all"}),
@@ -396,7 +385,7 @@ def test_editing_a_segment_to_refer_to_itself_is_a_cycle(marketer):
         segment=str(segment.pk),
     )
 
-    response = marketer.post(reverse("segments:edit", args=[segment.pk]), data)
+    response = marketer_client.post(reverse("segments:edit", args=[segment.pk]), data)
 
     assert response.status_code == 400
     assert "segment cycle" in response.content.decode()
@@ -404,25 +393,27 @@ def test_editing_a_segment_to_refer_to_itself_is_a_cycle(marketer):
     assert segment.rules == {"all": [{"field": "country", "op": "eq", "value": "PL"}]}
 
 
-def test_a_static_segment_is_created_without_rules(marketer):
-    response = marketer.post(reverse("segments:new"), builder_post(*NESTED_TREE_FORM, name="VIP list", kind="static"))
+def test_a_static_segment_is_created_without_rules(marketer_client):
+    response = marketer_client.post(
+        reverse("segments:new"), builder_post(*NESTED_TREE_FORM, name="VIP list", kind="static")
+    )
     segment = Segment.objects.get(name="VIP list")
     assert response.status_code == 302
     assert segment.kind == Segment.Kind.STATIC
     assert segment.rules == {}
 
 
-def test_analysts_read_segments_but_cannot_build_them(analyst):
+def test_analysts_read_segments_but_cannot_build_them(analyst_client):
     segment = SegmentFactory()
-    assert analyst.get(reverse("segments:detail", args=[segment.pk])).status_code == 200
-    assert analyst.get(reverse("segments:new")).status_code == 403
-    assert analyst.get(reverse("segments:edit", args=[segment.pk])).status_code == 403
-    assert analyst.post(reverse("segments:builder_preview"), builder_post(*NESTED_TREE_FORM)).status_code == 403
-    listing = analyst.get(reverse("segments:list")).content.decode()
+    assert analyst_client.get(reverse("segments:detail", args=[segment.pk])).status_code == 200
+    assert analyst_client.get(reverse("segments:new")).status_code == 403
+    assert analyst_client.get(reverse("segments:edit", args=[segment.pk])).status_code == 403
+    assert analyst_client.post(reverse("segments:builder_preview"), builder_post(*NESTED_TREE_FORM)).status_code == 403
+    listing = analyst_client.get(reverse("segments:list")).content.decode()
     assert reverse("segments:new") not in listing
 
 
-def test_segment_page_reads_the_rules_as_sentences(marketer):
+def test_segment_page_reads_the_rules_as_sentences(marketer_client):
     campaign = CampaignFactory(name="Spring sale")
     segment = SegmentFactory(
         rules={
@@ -434,7 +425,7 @@ def test_segment_page_reads_the_rules_as_sentences(marketer):
         }
     )
 
-    body = marketer.get(reverse("segments:detail", args=[segment.pk])).content.decode()
+    body = marketer_client.get(reverse("segments:detail", args=[segment.pk])).content.decode()
 
     assert "Country is “PL”" in body
     assert "Performed message.clicked on Email in campaign “Spring sale” in the last 30 days" in body
@@ -442,7 +433,7 @@ def test_segment_page_reads_the_rules_as_sentences(marketer):
     assert reverse("segments:edit", args=[segment.pk]) in body
 
 
-def test_why_in_or_out_is_a_fragment_for_htmx_and_a_page_otherwise(marketer):
+def test_why_in_or_out_is_a_fragment_for_htmx_and_a_page_otherwise(marketer_client):
     segment = SegmentFactory(
         rules={
             "all": [{"field": "country", "op": "eq", "value": "PL"}, {"field": "city", "op": "eq", "value": "Gdansk"}]
@@ -451,7 +442,7 @@ def test_why_in_or_out_is_a_fragment_for_htmx_and_a_page_otherwise(marketer):
     customer = CustomerFactory(first_name="Ola", last_name="Nowak", country="PL", city="Krakow")
     url = reverse("segments:explain", args=[segment.pk, customer.pk])
 
-    fragment = marketer.get(url, **HTMX)
+    fragment = marketer_client.get(url, **HTMX)
     body = fragment.content.decode()
     assert "<html" not in body
     assert 'data-testid="explain" data-matched="false"' in body
@@ -460,44 +451,64 @@ def test_why_in_or_out_is_a_fragment_for_htmx_and_a_page_otherwise(marketer):
     assert "Ola Nowak</a></strong>\n      is not in" in body
     assert "HX-Request" in fragment["Vary"]
 
-    page = marketer.get(url).content.decode()
+    page = marketer_client.get(url).content.decode()
     assert "<html" in page
     assert 'data-testid="explain"' in page
 
 
-def test_why_in_or_out_for_a_static_list_says_whether_they_were_uploaded(marketer):
+def test_why_in_or_out_for_a_static_list_says_whether_they_were_uploaded(marketer_client):
     segment = SegmentFactory(kind=Segment.Kind.STATIC, rules={})
     member, stranger = CustomerFactory(), CustomerFactory()
     SegmentMember.objects.create(segment=segment, customer=member)
 
     assert (
         "On the uploaded list since"
-        in marketer.get(reverse("segments:explain", args=[segment.pk, member.pk]), **HTMX).content.decode()
+        in marketer_client.get(reverse("segments:explain", args=[segment.pk, member.pk]), **HTMX).content.decode()
     )
     assert (
         "Not on the uploaded list."
-        in marketer.get(reverse("segments:explain", args=[segment.pk, stranger.pk]), **HTMX).content.decode()
+        in marketer_client.get(reverse("segments:explain", args=[segment.pk, stranger.pk]), **HTMX).content.decode()
     )
 
 
-def test_explain_search_offers_matching_customers(marketer):
+def test_why_in_or_out_says_an_erased_customer_is_in_no_segment(marketer_client):
+    # Erased customers keep their activity rows, which a rule could still match.
+    customer = CustomerFactory(country="PL")
+    Activity.objects.create(customer=customer, kind="message.clicked", channel="email")
+    dynamic = SegmentFactory(rules={"activity": "message.clicked"})
+    static = SegmentFactory(kind=Segment.Kind.STATIC, rules={})
+    SegmentMember.objects.create(segment=static, customer=customer)
+    Customer.objects.filter(pk=customer.pk).update(erased_at="2025-01-01T00:00:00Z")
+
+    for segment in (dynamic, static):
+        body = marketer_client.get(reverse("segments:explain", args=[segment.pk, customer.pk]), **HTMX).content.decode()
+        assert 'data-testid="explain" data-matched="false"' in body
+        assert "erased customers are in no segment" in body
+        assert 'data-testid="rule-node"' not in body
+
+
+def test_explain_search_offers_matching_customers(marketer_client):
     segment = SegmentFactory()
     ola = CustomerFactory(first_name="Ola", last_name="Wrona")
     CustomerFactory(first_name="Hans", last_name="Weber")
 
-    body = marketer.get(reverse("segments:explain_search", args=[segment.pk]), {"q": "wrona"}, **HTMX).content.decode()
+    body = marketer_client.get(
+        reverse("segments:explain_search", args=[segment.pk]), {"q": "wrona"}, **HTMX
+    ).content.decode()
 
     assert reverse("segments:explain", args=[segment.pk, ola.pk]) in body
     assert "Hans" not in body
 
 
-def test_uploading_a_list_in_the_page_reports_unknown_rows_and_updates_the_members(marketer):
+def test_uploading_a_list_in_the_page_reports_unknown_rows_and_updates_the_members(marketer_client):
     segment = SegmentFactory(kind=Segment.Kind.STATIC, rules={})
     known = CustomerFactory(email="ola@example.com", first_name="Ola")
     upload = io.BytesIO(b"email\nola@example.com\nnobody@example.com\nnot-an-email\n")
     upload.name = "list.csv"
 
-    response = marketer.post(reverse("segments:upload", args=[segment.pk]), {"file": upload, "mode": "append"}, **HTMX)
+    response = marketer_client.post(
+        reverse("segments:upload", args=[segment.pk]), {"file": upload, "mode": "append"}, **HTMX
+    )
 
     body = response.content.decode()
     assert response.status_code == 200
@@ -509,25 +520,25 @@ def test_uploading_a_list_in_the_page_reports_unknown_rows_and_updates_the_membe
     assert list(segment.members.values_list("customer_id", flat=True)) == [known.pk]
 
 
-def test_uploading_a_file_without_an_identity_column_changes_nothing(marketer):
+def test_uploading_a_file_without_an_identity_column_changes_nothing(marketer_client):
     segment = SegmentFactory(kind=Segment.Kind.STATIC, rules={})
     SegmentMember.objects.create(segment=segment, customer=CustomerFactory())
     upload = io.BytesIO(b"name,city\nOla,Krakow\n")
     upload.name = "list.csv"
 
-    response = marketer.post(reverse("segments:upload", args=[segment.pk]), {"file": upload, "mode": "replace"})
+    response = marketer_client.post(reverse("segments:upload", args=[segment.pk]), {"file": upload, "mode": "replace"})
 
     assert response.status_code == 400
     assert "No identity column found" in response.content.decode()
     assert segment.members.count() == 1
 
 
-def test_export_link_streams_the_members_as_csv(marketer):
+def test_export_link_streams_the_members_as_csv(marketer_client):
     segment = SegmentFactory()
     CustomerFactory(email="ola@example.com", country="PL")
     CustomerFactory(email="hans@example.com", country="DE")
 
-    response = marketer.get(reverse("segments:export", args=[segment.pk]))
+    response = marketer_client.get(reverse("segments:export", args=[segment.pk]))
 
     assert response.streaming
     assert response["Content-Type"] == "text/csv; charset=utf-8"
@@ -537,15 +548,15 @@ def test_export_link_streams_the_members_as_csv(marketer):
     assert len(lines) == 2 and "ola@example.com" in lines[1]
 
 
-def test_a_segment_a_campaign_uses_cannot_be_deleted(marketer):
+def test_a_segment_a_campaign_uses_cannot_be_deleted(marketer_client):
     campaign = CampaignFactory(name="Spring sale")
     unused = SegmentFactory(name="Unused")
 
-    refused = marketer.post(reverse("segments:delete", args=[campaign.segment.pk]), follow=True)
+    refused = marketer_client.post(reverse("segments:delete", args=[campaign.segment.pk]), follow=True)
     assert "still used by campaign “Spring sale”" in refused.content.decode()
     assert Segment.objects.filter(pk=campaign.segment.pk).exists()
 
-    marketer.post(reverse("segments:delete", args=[unused.pk]))
+    marketer_client.post(reverse("segments:delete", args=[unused.pk]))
     assert not Segment.objects.filter(pk=unused.pk).exists()
 
 
@@ -560,9 +571,9 @@ def test_attribute_keys_come_from_the_newest_customers_with_their_usual_type(dja
     assert keys == {"tier": "text", "score": "number", "vip": "boolean", "joined": "datetime"}
 
 
-def test_activity_kind_suggestions_include_custom_kinds_seen_recently(marketer):
+def test_activity_kind_suggestions_include_custom_kinds_seen_recently(marketer_client):
     customer = CustomerFactory()
     Activity.objects.create(customer=customer, kind="order.refunded")
-    body = marketer.get(reverse("segments:new")).content.decode()
+    body = marketer_client.get(reverse("segments:new")).content.decode()
     assert '<option value="message.clicked">' in body
     assert '<option value="order.refunded">' in body

@@ -350,6 +350,18 @@ def test_explain_for_an_unknown_customer_is_404(marketer):
     assert marketer.get(f"/api/v1/segments/{segment.pk}/explain/999999/").status_code == 404
 
 
+def test_explain_says_an_erased_customer_is_in_no_segment(marketer, people):
+    ola = people["ola"]
+    dynamic = SegmentFactory(rules=POLAND)
+    static = SegmentFactory(kind=Segment.Kind.STATIC, rules={})
+    SegmentMember.objects.create(segment=static, customer=ola)
+    Customer.objects.filter(pk=ola.pk).update(erased_at="2025-01-01T00:00:00Z")
+
+    for segment in (dynamic, static):
+        body = marketer.get(f"/api/v1/segments/{segment.pk}/explain/{ola.pk}/").json()
+        assert body == {"segment": segment.pk, "customer": ola.pk, "matched": False, "tree": None}
+
+
 # --- Static lists --------------------------------------------------------------------------------
 
 
