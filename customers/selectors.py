@@ -35,8 +35,11 @@ ENGAGEMENT_KINDS = {
 
 
 def customer_search(*, query: str = "", persona: str = "") -> QuerySet[Customer]:
-    """Customers matching the search box and persona filter (a persona id, ``NO_PERSONA`` or "")."""
-    customers = Customer.objects.search(query)
+    """Live customers matching the search box and persona filter (a persona id, ``NO_PERSONA`` or "").
+
+    Erased customers are anonymous rows kept for reports; like segments and the total, the list leaves them out.
+    """
+    customers = Customer.objects.live().search(query)
     if persona == NO_PERSONA:
         customers = customers.filter(persona__isnull=True)
     elif persona:
