@@ -7,10 +7,12 @@ from datetime import timedelta
 import factory
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
+from django.utils import timezone
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from campaigns.models import Brand, Campaign, Step
+from campaigns.models import Brand, Campaign, CampaignRun, Step
+from campaigns.services import campaign_launch, campaign_schedule
 from customers.models import Consent, Customer
 from customers.services import consent_record
 from segments.models import Segment
@@ -115,3 +117,16 @@ def api_client(role: str) -> APIClient:
     token = Token.objects.create(user=UserFactory(role=role))
     client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
     return client
+
+
+def email_only_campaign(**kwargs) -> Campaign:
+    """``two_channel_campaign`` without its SMS step."""
+    campaign = two_channel_campaign(**kwargs)
+    campaign.steps.filter(channel="sms").delete()
+    return campaign
+
+
+def launch(campaign: Campaign) -> CampaignRun:
+    """Schedule ``campaign`` for now and launch it: the run with one enrollment per audience member."""
+    campaign_schedule(campaign=campaign, at=timezone.now())
+    return campaign_launch(campaign_id=campaign.pk)

@@ -5,19 +5,14 @@ from __future__ import annotations
 import pytest
 from django.utils import timezone
 
-from campaigns.models import Campaign, CampaignRun, Enrollment
+from campaigns.models import CampaignRun, Enrollment
 from campaigns.selectors import campaign_channel_stats, campaigns_finished
 from campaigns.services import campaign_launch, campaign_schedule, campaigns_complete, enrollments_dispatch
 from channels.models import Message, SandboxMessage
 from channels.services import TransientSendError, messages_send
 from customers.models import Activity
 from customers.services import consent_record
-from tests.factories import CustomerFactory, two_channel_campaign
-
-
-def launch(campaign: Campaign) -> CampaignRun:
-    campaign_schedule(campaign=campaign, at=timezone.now())
-    return campaign_launch(campaign_id=campaign.pk)
+from tests.factories import CustomerFactory, launch, two_channel_campaign
 
 
 @pytest.mark.django_db

@@ -558,12 +558,6 @@ def test_api_errors_of_an_import_without_rejections_is_404(roles):
 # --- Pages ------------------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def marketer_client(client, roles):
-    client.force_login(UserFactory(username="mia", role=MARKETER))
-    return client
-
-
 def test_upload_map_and_run_through_the_pages(marketer_client, django_capture_on_commit_callbacks):
     response = marketer_client.post(
         reverse("customers:import-list"),

@@ -12,11 +12,10 @@ from django.core.exceptions import ValidationError
 from django.core.serializers.json import DjangoJSONEncoder
 from django.template.loader import render_to_string
 from django.urls import reverse
-from django.utils import timezone
 from rest_framework.test import APIClient
 
-from campaigns.models import Campaign, CampaignRun, Enrollment
-from campaigns.services import campaign_launch, campaign_schedule, enrollments_dispatch
+from campaigns.models import CampaignRun, Enrollment
+from campaigns.services import enrollments_dispatch
 from channels.models import Message, ProviderEvent, SandboxMessage, Suppression
 from channels.services import messages_send
 from config.roles import ADMIN, MARKETER
@@ -24,24 +23,20 @@ from customers.models import Activity, Consent, Customer, Erasure, Persona
 from customers.services import consent_record
 from customers.services.privacy import customer_erase, customer_export
 from segments.models import Segment, SegmentMember
-from tests.factories import CustomerFactory, SegmentFactory, UserFactory, two_channel_campaign
+from tests.factories import (
+    CustomerFactory,
+    SegmentFactory,
+    UserFactory,
+    email_only_campaign,
+    launch,
+    two_channel_campaign,
+)
 from tests.factories import api_client as api
 
 EMAIL, PHONE = "zofia.kowalczyk@example.org", "+48601234567"
 FIRST, LAST, CITY = "Zofia", "Kowalczykówna", "Zakopane"
 MASTODON, BLUESKY = "@zofiak@mastodon.social", "zofiak.bsky.social"
 PERSONAL = (EMAIL, PHONE, FIRST, LAST, CITY, MASTODON, BLUESKY, "601234567", "crm-881-zk")
-
-
-def launch(campaign: Campaign) -> CampaignRun:
-    campaign_schedule(campaign=campaign, at=timezone.now())
-    return campaign_launch(campaign_id=campaign.pk)
-
-
-def email_only_campaign() -> Campaign:
-    campaign = two_channel_campaign()
-    campaign.steps.filter(channel="sms").delete()
-    return campaign
 
 
 @pytest.fixture

@@ -6,24 +6,12 @@ import pytest
 from django.core.exceptions import ValidationError
 from django.utils import timezone
 
-from campaigns.models import Campaign, CampaignRun
-from campaigns.services import campaign_launch, campaign_schedule, enrollments_dispatch
+from campaigns.services import enrollments_dispatch
 from channels.models import Message, SandboxMessage, Suppression
 from channels.services import messages_send
 from channels.suppression import is_suppressed, suppressed_addresses, suppressed_hashes, suppression_add
 from customers.models import Activity, Customer
-from tests.factories import CustomerFactory, two_channel_campaign
-
-
-def launch(campaign: Campaign) -> CampaignRun:
-    campaign_schedule(campaign=campaign, at=timezone.now())
-    return campaign_launch(campaign_id=campaign.pk)
-
-
-def email_only_campaign() -> Campaign:
-    campaign = two_channel_campaign()
-    campaign.steps.filter(channel="sms").delete()
-    return campaign
+from tests.factories import CustomerFactory, email_only_campaign, launch, two_channel_campaign
 
 
 @pytest.mark.django_db
