@@ -42,6 +42,15 @@ def audience(roles):
     return people
 
 
+def _settled(page) -> None:
+    """Wait until htmx has finished swapping and wired up the new controls.
+
+    A control swapped in a moment ago has no htmx listener until the swap settles;
+    a person never acts that fast, a test driver does.
+    """
+    page.wait_for_function("!document.querySelector('.htmx-request, .htmx-settling, .htmx-swapping, .htmx-added')")
+
+
 def test_marketer_builds_a_nested_segment_with_an_activity_condition_and_asks_why(
     page, live_server, log_in, audience, tmp_path
 ):
@@ -68,10 +77,12 @@ def test_marketer_builds_a_nested_segment_with_an_activity_condition_and_asks_wh
     expect(groups).to_have_count(2)
     nested = groups.nth(1)
     expect(nested.get_by_label("Match all or any")).to_have_value("any")
+    _settled(page)
     nested.get_by_label("Condition kind").select_option("activity")
     activity = nested.get_by_test_id("rule-condition").first
     expect(activity.get_by_label("Activity kind")).to_be_visible()
     activity.get_by_label("Activity kind").fill("message.clicked")
+    _settled(page)
     activity.get_by_label("Activity channel").select_option("email")
     activity.get_by_label("Within the last days").fill("30")
     expect(count).to_have_text("1")  # only Anna clicked recently and lives in Poland
@@ -79,6 +90,7 @@ def test_marketer_builds_a_nested_segment_with_an_activity_condition_and_asks_wh
     nested.get_by_role("button", name="+ Condition").click()
     expect(nested.get_by_test_id("rule-condition")).to_have_count(2)
     tier = nested.get_by_test_id("rule-condition").nth(1)
+    _settled(page)
     tier.get_by_label("Condition kind").select_option("attribute")
     tier.get_by_label("Attribute name").fill("tier")
     tier.get_by_label("Value").fill("gold")
