@@ -10,13 +10,21 @@ ADMIN, BRAND_MANAGER, MARKETER, ANALYST = "Admin", "Brand manager", "Marketer", 
 
 _APPS = ("customers", "segments", "campaigns", "channels")
 _ALL_ACTIONS = ("view", "add", "change", "delete")
+# Campaign.Meta.permissions: approve_campaign, override_finding.
+_REVIEW_ACTIONS = ("approve", "override")
 
 # (app_label, model) -> actions, per role. "*" means every model of the app.
 ROLE_PERMISSIONS: dict[str, dict[tuple[str, str], tuple[str, ...]]] = {
-    ADMIN: {(app, "*"): _ALL_ACTIONS for app in _APPS},
+    ADMIN: {
+        **{(app, "*"): _ALL_ACTIONS for app in _APPS},
+        ("campaigns", "campaign"): (*_ALL_ACTIONS, *_REVIEW_ACTIONS),
+    },
     BRAND_MANAGER: {
         **{(app, "*"): ("view",) for app in _APPS},
         ("campaigns", "brand"): _ALL_ACTIONS,
+        ("campaigns", "requiredphrase"): _ALL_ACTIONS,
+        ("campaigns", "smsprice"): _ALL_ACTIONS,
+        ("campaigns", "campaign"): ("view", *_REVIEW_ACTIONS),
     },
     MARKETER: {
         **{(app, "*"): ("view",) for app in _APPS},
@@ -29,6 +37,8 @@ ROLE_PERMISSIONS: dict[str, dict[tuple[str, str], tuple[str, ...]]] = {
         ("segments", "segment"): _ALL_ACTIONS,
         ("campaigns", "campaign"): _ALL_ACTIONS,
         ("campaigns", "step"): _ALL_ACTIONS,
+        ("campaigns", "template"): _ALL_ACTIONS,
+        ("campaigns", "templatevariant"): _ALL_ACTIONS,
     },
     ANALYST: {(app, "*"): ("view",) for app in _APPS},
 }

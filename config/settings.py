@@ -7,6 +7,7 @@ the ``filesystem://`` broker, and the built-in sandbox instead of real providers
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from collections.abc import Callable
 from pathlib import Path
@@ -60,7 +61,7 @@ SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = PRODUCTION
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if env_bool("BEHIND_TLS_PROXY", False) else None
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    "config.admin.ChorusAdminConfig",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -171,6 +172,7 @@ SPECTACULAR_SETTINGS = {
     # Several models share field names ("channel", "status") with different choices.
     "ENUM_NAME_OVERRIDES": {
         "ChannelEnum": "customers.models.Channel",
+        "ContentChannelEnum": "campaigns.models.ContentChannel",
         "ConsentStatusEnum": "customers.models.Consent.Status",
         "ImportStatusEnum": "customers.models.ImportJob.Status",
         "MessageStatusEnum": "channels.models.Message.Status",
@@ -221,6 +223,15 @@ TWILIO_API_BASE_URL = env_url(
 )
 TWILIO_FROM_NUMBER = env_str("TWILIO_FROM_NUMBER", "+15005550006" if CHORUS_SANDBOX else "")
 CHORUS_PROVIDER_TIMEOUT = env_int("CHORUS_PROVIDER_TIMEOUT", 15, minimum=1)
+# What one SMS segment costs where campaigns.SmsPrice has no row for the country: "<amount> <currency>", or "".
+CHORUS_SMS_DEFAULT_PRICE = env_str("CHORUS_SMS_DEFAULT_PRICE", "0.0079 USD").strip()
+if CHORUS_SMS_DEFAULT_PRICE and not re.fullmatch(r"\d{1,4}(\.\d{1,4})? [A-Z]{3}", CHORUS_SMS_DEFAULT_PRICE):
+    raise ImproperlyConfigured(
+        "CHORUS_SMS_DEFAULT_PRICE must be an amount and a currency such as '0.0079 USD', "
+        f"got {CHORUS_SMS_DEFAULT_PRICE!r}."
+    )
+# An address that unsubscribes whoever writes to it, offered in List-Unsubscribe beside the link (optional).
+CHORUS_UNSUBSCRIBE_MAILTO = env_str("CHORUS_UNSUBSCRIBE_MAILTO").strip()
 
 if CHORUS_SANDBOX:
     # The sandbox signs SendGrid events with this key; unless told otherwise the

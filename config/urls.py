@@ -7,9 +7,6 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from config import api_urls
 
-admin.site.site_header = "Chorus administration"
-admin.site.site_title = "Chorus admin"
-
 urlpatterns = [
     path("login/", auth_views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
@@ -22,6 +19,7 @@ urlpatterns = [
     path("customers/", include("customers.urls")),
     path("segments/", include("segments.urls")),
     path("outbox/", include("channels.outbox_urls")),
+    path("", include("campaigns.public_urls")),
 ]
 if settings.CHORUS_SANDBOX:
     urlpatterns.append(path("sandbox/", include("channels.sandbox_urls")))

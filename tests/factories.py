@@ -11,7 +11,7 @@ from django.utils import timezone
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from campaigns.models import Brand, Campaign, CampaignRun, Step
+from campaigns.models import Brand, Campaign, CampaignRun, Step, Template
 from campaigns.services import campaign_launch, campaign_schedule
 from customers.models import Consent, Customer
 from customers.services import consent_record
@@ -85,15 +85,47 @@ class CampaignFactory(factory.django.DjangoModelFactory):
     segment = factory.SubFactory(SegmentFactory)
 
 
+class TemplateFactory(factory.django.DjangoModelFactory):
+    """An email template by default; pass ``channel`` and ``body`` for the others."""
+
+    class Meta:
+        model = Template
+
+    name = factory.Sequence(lambda n: f"Template {n}")
+    brand = factory.SubFactory(BrandFactory)
+    channel = "email"
+    subject = factory.LazyAttribute(lambda t: "Spring sale, {{ customer.first_name }}" if t.channel == "email" else "")
+    blocks = factory.LazyAttribute(
+        lambda t: (
+            [
+                {"type": "heading", "text": "Spring sale"},
+                {
+                    "type": "text",
+                    "text": "Hi {{ customer.first_name | default: 'there' }}, 20% off everything this week.",
+                },
+                {"type": "button", "text": "Shop now", "url": "https://northwind.example/sale"},
+            ]
+            if t.channel == "email"
+            else []
+        )
+    )
+    body = ""
+
+
 class StepFactory(factory.django.DjangoModelFactory):
+    """A step whose template matches its channel and the campaign's brand (``template__body=...`` for SMS)."""
+
     class Meta:
         model = Step
 
     campaign = factory.SubFactory(CampaignFactory)
     position = factory.Sequence(lambda n: n)
     channel = "email"
-    subject = "Spring sale, {{ first_name }}"
-    body = "Hi {{ first_name | default: 'there' }}, 20% off everything this week."
+    template = factory.SubFactory(
+        TemplateFactory,
+        channel=factory.SelfAttribute("..channel"),
+        brand=factory.SelfAttribute("..campaign.brand"),
+    )
     delay = timedelta(0)
 
 
@@ -105,8 +137,7 @@ def two_channel_campaign(**kwargs) -> Campaign:
         campaign=campaign,
         position=1,
         channel="sms",
-        subject="",
-        body="{{ first_name }}: 20% off today. Reply STOP to opt out",
+        template__body="{{ customer.first_name }}: 20% off today. Reply STOP to opt out",
     )
     return campaign
 
@@ -127,6 +158,19 @@ def email_only_campaign(**kwargs) -> Campaign:
 
 
 def launch(campaign: Campaign) -> CampaignRun:
-    """Schedule ``campaign`` for now and launch it: the run with one enrollment per audience member."""
-    campaign_schedule(campaign=campaign, at=timezone.now())
+    """Take ``campaign`` through review (submit, approve), schedule it for now and launch it.
+
+    An admin does every step. Returns the run, with one enrollment per audience member.
+    """
+    import django.apps
+
+    from campaigns.services import campaign_approve, campaign_submit
+    from config.roles import ADMIN, roles_ensure
+
+    if not Group.objects.filter(name=ADMIN).exists():
+        roles_ensure(django.apps.apps)  # transactional tests flush the groups migrations made
+    admin = UserFactory(username="launcher", role=ADMIN)
+    campaign_submit(campaign=campaign, by=admin)
+    campaign_approve(campaign=campaign, by=admin)
+    campaign_schedule(campaign=campaign, at=timezone.now(), by=admin)
     return campaign_launch(campaign_id=campaign.pk)
