@@ -14,7 +14,8 @@ from django.db.models import Case, F, Value, When
 from django.db.models.functions import Greatest
 from django.utils import timezone
 
-from campaigns.rendering import ContentError, render_step
+from campaigns.content.liquid import ContentError
+from campaigns.content.render import render_template
 from channels.adapters import ChannelError, Outbound, SendResult, adapter_for
 from channels.models import Message, ProviderEvent
 from channels.suppression import suppressed_addresses
@@ -71,8 +72,12 @@ def _claim(message_ids: list[int]) -> list[Message]:
         Message.objects.filter(pk__in=ids, status=S.QUEUED).update(
             status=S.SENDING, rank=Message.RANK[S.SENDING], attempts=F("attempts") + 1, updated_at=timezone.now()
         )
+    # Everything rendering reads, in three queries for the whole batch.
     return list(
-        Message.objects.filter(pk__in=ids).select_related("customer", "step__campaign__brand", "run").order_by("pk")
+        Message.objects.filter(pk__in=ids)
+        .select_related("customer__persona", "step__campaign__brand", "step__template", "run")
+        .prefetch_related("step__template__variants")
+        .order_by("pk")
     )
 
 
@@ -138,12 +143,20 @@ def _send_channel(channel: str, messages: list[Message], final_attempt: bool) ->
     # erased, the address suppressed or consent withdrawn since.
     suppressed = suppressed_addresses(m.to_address for m in messages)
     activities, outbound, pending = [], [], {}
+    cache: dict = {}  # short links and SMS prices, shared by the batch's renders
     for message in messages:
         if skip := skip_reason(message.customer, message.to_address, consented, suppressed):
             activities.append(_finish(message, S.SKIPPED, skip=skip))
             continue
         try:
-            rendered = render_step(message.step, message.customer)
+            rendered = render_template(
+                message.step.template,
+                campaign=message.step.campaign,
+                customer=message.customer,
+                message=message,
+                cache=cache,
+            )
+            rendered.raise_for_problems()
         except ContentError as exc:
             activities.append(_finish(message, S.FAILED, error=f"Content error in {exc}"))
             continue
@@ -159,6 +172,7 @@ def _send_channel(channel: str, messages: list[Message], final_attempt: bool) ->
                 body=rendered.text,
                 html=rendered.html,
                 categories=(f"campaign-{message.step.campaign_id}",),
+                headers=dict(rendered.headers),
             )
         )
         pending[message.pk] = (message, rendered)

@@ -33,7 +33,7 @@ def email_message():
 
 @pytest.fixture
 def sms_message():
-    step = StepFactory(channel="sms", subject="", body="Hi")
+    step = StepFactory(channel="sms", template__body="Hi")
     run = CampaignRun.objects.create(campaign=step.campaign, number=1)
     customer = CustomerFactory(phone="+48600100200", consents={"sms": "opted_in"})
     return Message.objects.create(

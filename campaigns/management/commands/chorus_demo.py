@@ -1,7 +1,8 @@
-"""Demo data: a brand, ~200 customers with consents, purchases, events and a past
-campaign's messages, four personas, three segments, and a scheduled email + SMS
-campaign. Running it again reuses what exists (personas are brought up to date,
-stats and personas recomputed)."""
+"""Demo data: a brand with its guidelines, ~200 customers with consents, purchases,
+events and a past campaign's messages, four personas, three segments, email and SMS
+templates (with a persona variant), SMS prices, and a scheduled email + SMS campaign.
+Running it again reuses what exists (personas and template variants are brought up
+to date, stats and personas recomputed)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,18 @@ from django.db import transaction
 from django.db.models import Count
 from django.utils import timezone
 
-from campaigns.models import Brand, Campaign, CampaignRun, Enrollment, Step
+from campaigns.content.render import render_template
+from campaigns.models import (
+    Brand,
+    Campaign,
+    CampaignRun,
+    Enrollment,
+    RequiredPhrase,
+    SmsPrice,
+    Step,
+    Template,
+    TemplateVariant,
+)
 from channels.models import Message
 from config.roles import ADMIN
 from customers.models import Activity, Consent, Customer, Persona
@@ -100,6 +112,71 @@ PERSONAS = [
 ]
 
 
+SHOP = "https://northwind.example"
+SMS_OPT_OUT = "Reply STOP to opt out"
+SMS_PRICES = [("PL", "0.0410", "USD"), ("DE", "0.0850", "USD"), ("GB", "0.0420", "USD"), ("US", "0.0079", "USD")]
+
+
+def _email_blocks(*, heading: str, intro: str, title: str, offer: str, code: str, url: str, button: str) -> list:
+    return [
+        {"type": "heading", "text": heading},
+        {"type": "text", "text": intro},
+        {"type": "offer", "title": title, "text": offer, "code": code, "url": url},
+        {"type": "button", "text": button, "url": url},
+        {"type": "divider"},
+        {"type": "text", "text": "Questions about sizes or delivery? Just reply to this email."},
+    ]
+
+
+SPRING_EMAIL = {
+    "subject": "{{ customer.first_name | default: 'Hello' }}, spring is here: 20% off",
+    "preheader": "One week only: 20% off the whole spring collection with code SPRING20.",
+    "blocks": _email_blocks(
+        heading="Spring is here, {{ customer.first_name | default: 'friend' }}",
+        intro="Our spring collection is in: light shells, merino layers and trail shoes for long days outside.\n\n"
+        "For one week everything is 20% off, in every store and online.",
+        title="20% off everything",
+        offer="Valid until Sunday midnight, on top of free returns within 30 days.",
+        code="SPRING20",
+        url=f"{SHOP}/spring",
+        button="Shop the spring collection",
+    ),
+}
+# What the bargain hunters get instead: the deal up front, nothing else changes.
+SPRING_EMAIL_BARGAIN = {
+    "subject": "Code SPRING20: 20% off everything until Sunday",
+    "preheader": "The whole spring range, 20% off. Ends Sunday midnight.",
+    "blocks": _email_blocks(
+        heading="20% off everything, {{ customer.first_name | default: 'friend' }}",
+        intro="You asked to hear about sales first: here it is. Code SPRING20 takes 20% off the whole spring "
+        "range until Sunday midnight, sale items included.",
+        title="SPRING20: 20% off",
+        offer="Stacks with free delivery over 50 EUR. Ends Sunday midnight.",
+        code="SPRING20",
+        url=f"{SHOP}/spring?sort=price",
+        button="See the deals",
+    ),
+}
+SPRING_SMS = (
+    f"Northwind: {{{{ customer.first_name }}}}, 20% off spring gear with code SPRING20 {SHOP}/spring {SMS_OPT_OUT}"
+)
+WINTER_EMAIL = {
+    "subject": "{{ customer.first_name | default: 'Hello' }}, winter clearance: up to 30% off",
+    "preheader": "Up to 30% off outerwear while stocks last.",
+    "blocks": _email_blocks(
+        heading="Winter clearance",
+        intro="Hi {{ customer.first_name | default: 'there' }},\n\nOur winter clearance is on: up to 30% off outerwear "
+        "while stocks last.",
+        title="Up to 30% off outerwear",
+        offer="While stocks last.",
+        code="WINTER30",
+        url=f"{SHOP}/winter",
+        button="Shop the clearance",
+    ),
+}
+WINTER_SMS = f"Northwind: {{{{ customer.first_name }}}}, last day of winter clearance, code WINTER30. {SMS_OPT_OUT}"
+
+
 class Command(BaseCommand):
     help = "Load demo data (idempotent) and create the demo login."
 
@@ -118,6 +195,7 @@ class Command(BaseCommand):
             customer_ids=Customer.objects.filter(erased_at__isnull=True).values_list("pk", flat=True)
         )
         self._personas()
+        self._variants()
         personas_assign()
         counts = dict(Persona.objects.annotate(n=Count("customers")).order_by("-priority").values_list("name", "n"))
         self.stdout.write("Personas: " + ", ".join(f"{name} {n}" for name, n in counts.items()))
@@ -139,20 +217,48 @@ class Command(BaseCommand):
             persona = Persona.objects.filter(slug=definition["slug"]).first() or Persona()
             persona_save(persona=persona, data=definition)
 
-    def _load(self, count: int):
-        rng = random.Random(2026)  # noqa: S311 - demo data, not security
-        now = timezone.now()
+    def _variants(self):
+        """The bargain hunters' version of the spring email (by template and persona slug)."""
+        template = Template.objects.filter(brand__name=BRAND_NAME, name="Spring sale · email").first()
+        persona = Persona.objects.filter(slug="bargain-hunter").first()
+        if template and persona:
+            TemplateVariant.objects.update_or_create(template=template, persona=persona, defaults=SPRING_EMAIL_BARGAIN)
+
+    def _brand(self) -> Brand:
         brand = Brand.objects.create(
             name=BRAND_NAME,
             primary_colour="#0F766E",
             secondary_colour="#1F2937",
+            text_colour="#1F2933",
+            background_colour="#F3F4F6",
+            font_stack="'Helvetica Neue', Helvetica, Arial, sans-serif",
+            voice_and_tone="Outdoorsy and plain-spoken. Short sentences, concrete benefits, no hype: "
+            "we never promise what the gear cannot do.",
             legal_company_name="Northwind Outfitters Sp. z o.o.",
             postal_address="ul. Floriańska 12\n31-019 Kraków\nPoland",
             email_from_name="Northwind Outfitters",
             email_from_address="hello@northwind.example",
             email_reply_to="care@northwind.example",
             sms_sender="+15005550006",
+            banned_phrases="guaranteed\nrisk-free\nact now\nmiracle",
+            link_domains="northwind.example",
+            utm_parameters="utm_source=chorus",
+            seed_list="marketing@northwind.example\n+48600999001",
         )
+        RequiredPhrase.objects.create(brand=brand, channel="sms", phrase=SMS_OPT_OUT)
+        for country, price, currency in SMS_PRICES:
+            SmsPrice.objects.get_or_create(country=country, defaults={"price_per_segment": price, "currency": currency})
+        return brand
+
+    @staticmethod
+    def _template(brand: Brand, name: str, channel: str, content: dict | str) -> Template:
+        fields = {"body": content} if isinstance(content, str) else content
+        return Template.objects.create(name=name, brand=brand, channel=channel, **fields)
+
+    def _load(self, count: int):
+        rng = random.Random(2026)  # noqa: S311 - demo data, not security
+        now = timezone.now()
+        brand = self._brand()
         places = [p for p in PLACES for _ in range(p[4])]
         people, archetypes = [], []
         for n in range(count):
@@ -233,16 +339,14 @@ class Command(BaseCommand):
             campaign=campaign,
             position=0,
             channel="email",
-            subject="{{ first_name | default: 'Hello' }}, spring is here: 20% off",
-            body="Hi {{ first_name | default: 'there' }},\n\nOur spring collection is in, and for one week "
-            "everything is 20% off with code SPRING20.\n\nSee you outdoors,\nThe Northwind team",
+            template=self._template(brand, "Spring sale · email", "email", SPRING_EMAIL),
         )
         Step.objects.create(
             campaign=campaign,
             position=1,
             channel="sms",
             delay=timedelta(minutes=1),
-            body="Northwind: {{ first_name }}, 20% off spring gear with code SPRING20. Reply STOP to opt out",
+            template=self._template(brand, "Spring sale · SMS", "sms", SPRING_SMS),
         )
         self.stdout.write(
             f"Loaded {len(people)} customers, {len(consents)} consents, "
@@ -385,16 +489,14 @@ class Command(BaseCommand):
             campaign=campaign,
             position=0,
             channel="email",
-            subject="{{ first_name | default: 'Hello' }}, winter clearance: up to 30% off",
-            body="Hi {{ first_name | default: 'there' }},\n\nOur winter clearance is on: up to 30% off outerwear "
-            "with code WINTER30 while stocks last.\n\nThe Northwind team",
+            template=self._template(brand, "Winter clearance · email", "email", WINTER_EMAIL),
         )
         sms = Step.objects.create(
             campaign=campaign,
             position=1,
             channel="sms",
             delay=timedelta(days=1),
-            body="Northwind: {{ first_name }}, last day of winter clearance, code WINTER30. Reply STOP to opt out",
+            template=self._template(brand, "Winter clearance · SMS", "sms", WINTER_SMS),
         )
         run = CampaignRun.objects.create(
             campaign=campaign, number=1, started_at=started, finished_at=campaign.completed_at
@@ -410,6 +512,8 @@ class Command(BaseCommand):
                 if not ok:
                     continue
                 at = at + timedelta(minutes=rng.randint(0, 30))
+                # What the customer got: the template rendered for them (preview links: no message existed yet).
+                content = render_template(step.template, campaign=campaign, customer=person)
                 steps = self._outcome(rng, step.channel, person.email or "")
                 status = steps[-1][0] if steps else "sent"
                 stamps = {
@@ -417,7 +521,6 @@ class Command(BaseCommand):
                 }
                 if status == Message.Status.BOUNCED:
                     stamps["failed_at"] = at + steps[-1][1]
-                first = person.first_name or "there"
                 messages.append(
                     Message(
                         run=run,
@@ -427,10 +530,8 @@ class Command(BaseCommand):
                         status=status,
                         rank=Message.RANK[status],
                         to_address=person.address_for(step.channel) or "",
-                        subject=f"{first}, winter clearance: up to 30% off" if step.channel == "email" else "",
-                        body=step.body.replace("{{ first_name | default: 'there' }}", first).replace(
-                            "{{ first_name }}", first
-                        ),
+                        subject=content.subject,
+                        body=content.text,
                         provider="sendgrid" if step.channel == "email" else "twilio",
                         attempts=1,
                         created_at=at,

@@ -1,0 +1,225 @@
+"""``render_template``: one template, for one channel, rendered for a customer (or a persona sample).
+
+Previews, the editor's brand checks, test sends and real sends all come through
+here, so what a marketer sees is what a customer gets.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from campaigns.content.blocks import BlockRenderer, BlockStyle
+from campaigns.content.context import (
+    absolute_media_url,
+    merge_context,
+    sample_customer,
+    template_context,
+    unknown_variables,
+)
+from campaigns.content.email import email_headers, email_html, email_text
+from campaigns.content.links import Linker, recipient_links
+from campaigns.content.liquid import ContentError, VariableUse, render_source, variables
+from campaigns.content.sms import SmsInfo, sms_info
+from campaigns.models import CONSENT_CHANNEL, Brand, Campaign, ContentChannel, Template
+
+
+@dataclass(frozen=True)
+class RenderedContent:
+    """A template rendered for one recipient (or a sample one) on one channel.
+
+    ``text`` is the email's plain-text part, or the SMS/WhatsApp body, or the
+    post text. ``problems`` are the Liquid errors met while rendering (each
+    part renders on its own, so one broken part does not hide the others);
+    ``unknown_variables`` the paths the template reads that the context does
+    not document. A send refuses content with problems; previews show them.
+    """
+
+    channel: str
+    subject: str = ""
+    preheader: str = ""
+    html: str = ""
+    text: str = ""
+    image_url: str = ""
+    image_alt: str = ""
+    headers: dict[str, str] = field(default_factory=dict)
+    links: tuple[str, ...] = ()  # the destination URLs (UTM added, before shortening)
+    sms: SmsInfo | None = None
+    problems: tuple[ContentError, ...] = ()
+    unknown_variables: tuple[VariableUse, ...] = ()
+
+    def raise_for_problems(self) -> None:
+        if self.problems:
+            raise self.problems[0]
+
+
+def content_fields(template: Template, persona=None) -> dict:
+    """The template's content fields with ``persona``'s variant laid over them (NULL in the variant = inherit).
+
+    Reads ``template.variants.all()``, so a caller rendering many customers can
+    ``prefetch_related`` the variants and pay no query per render.
+    """
+    values = {name: getattr(template, name) for name in Template.CONTENT_FIELDS}
+    if persona is None:
+        return values
+    for variant in template.variants.all():
+        if variant.persona_id == persona.pk:
+            for name in Template.CONTENT_FIELDS:
+                if (value := getattr(variant, name)) is not None:
+                    values[name] = value
+            break
+    return values
+
+
+def template_sources(template: Template, fields: dict | None = None) -> list[tuple[str, str]]:
+    """(part, Liquid source) of everything the template's channel renders, named as problems name them."""
+    fields = fields if fields is not None else content_fields(template)
+    if template.channel == ContentChannel.EMAIL:
+        sources = [("subject", fields["subject"] or ""), ("preheader", fields["preheader"] or "")]
+        for index, block in enumerate(fields["blocks"] or []):
+            if isinstance(block, dict):
+                sources += [
+                    (f"block {index + 1} {name}", value)
+                    for name, value in block.items()
+                    if name not in ("type", "id") and isinstance(value, str)
+                ]
+        return sources
+    sources = [("body", fields["body"] or "")]
+    if template.channel in (ContentChannel.MASTODON, ContentChannel.BLUESKY):
+        sources.append(("image alt", fields["image_alt"] or ""))
+    return sources
+
+
+def template_variables(sources: list[tuple[str, str]]) -> tuple[list[VariableUse], list[ContentError]]:
+    """Every variable the sources read, and the syntax errors of those that do not parse."""
+    uses, problems = [], []
+    for part, source in sources:
+        try:
+            uses += variables(source, part=part)
+        except ContentError as exc:
+            problems.append(exc)
+    return uses, problems
+
+
+class _Parts:
+    """Renders parts one by one, collecting problems instead of stopping at the first."""
+
+    def __init__(self, context: dict):
+        self.context = context
+        self.problems: list[ContentError] = []
+
+    def render(self, source: str | None, part: str) -> str:
+        try:
+            return render_source(source or "", self.context, part=part)
+        except ContentError as exc:
+            self.problems.append(exc)
+            return ""
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def render_template(
+    template: Template,
+    *,
+    brand: Brand | None = None,
+    campaign: Campaign | None = None,
+    customer=None,
+    persona=None,
+    message=None,
+    context: dict | None = None,
+    store_links: bool = False,
+    cache: dict | None = None,
+) -> RenderedContent:
+    """Render ``template`` (its variant for ``persona``, or the customer's persona) on its channel.
+
+    ``customer`` gives the context's ``customer``; without one, a sample customer
+    of ``persona`` (or a generic sample) is used. ``context`` overrides parts of
+    the context (the API's ad-hoc render). ``message`` (a real send) makes links
+    carry its id so clicks land on that message and customer, and gives the
+    recipient's unsubscribe, preferences and view-in-browser links.
+
+    Short links: a send stores them (one ``ShortLink`` per step and URL);
+    ``store_links=True`` stores them for a test send too; a preview only shows
+    code-shaped stand-ins and writes nothing. ``cache`` is a dict the caller
+    keeps across the renders of one batch (short links, SMS prices).
+    """
+    cache = cache if cache is not None else {}
+    step = message.step if message is not None else None
+    if message is not None:
+        customer = customer if customer is not None else message.customer
+        campaign = campaign if campaign is not None else step.campaign
+    brand = brand or (campaign.brand if campaign is not None else template.brand)
+    if customer is None:
+        customer = sample_customer(persona)
+    if persona is None and customer.persona_id:
+        persona = customer.persona
+    channel = template.channel
+
+    fields = content_fields(template, persona)
+    sources = template_sources(template, fields)
+    uses, _ = template_variables(sources)
+    unknown = tuple(unknown_variables(uses))
+
+    links = recipient_links(
+        customer_id=customer.pk if message is not None else None,
+        channel=CONSENT_CHANNEL.get(channel, channel),
+        message_id=message.pk if message is not None else None,
+    )
+    values = template_context(brand=brand, campaign=campaign, customer=customer, persona=persona, links=links)
+    if context:
+        values = merge_context(values, context)
+    linker = Linker(
+        brand=brand,
+        channel=channel,
+        campaign=campaign,
+        step_id=step.pk if step is not None else None,
+        message_id=message.pk if message is not None else None,
+        store=store_links,
+        cache=cache,
+    )
+    parts = _Parts(values)
+
+    if channel == ContentChannel.EMAIL:
+        subject = _one_line(parts.render(fields["subject"], "subject"))
+        preheader = _one_line(parts.render(fields["preheader"], "preheader"))
+        body = BlockRenderer(style=BlockStyle.for_brand(brand), context=values, link=linker.url).render(
+            fields["blocks"] or []
+        )
+        recipient = values["links"]
+        return RenderedContent(
+            channel=channel,
+            subject=subject,
+            preheader=preheader,
+            html=email_html(brand=brand, subject=subject, preheader=preheader, body_html=body.html, links=recipient),
+            text=email_text(brand=brand, body_text=body.text, links=recipient),
+            headers=email_headers(links=recipient),
+            links=tuple(linker.destinations),
+            problems=(*parts.problems, *body.problems),
+            unknown_variables=unknown,
+        )
+
+    text = linker.text(parts.render(fields["body"], "body").strip())
+    if channel in (ContentChannel.SMS, ContentChannel.WHATSAPP):
+        info = sms_info(text, country=customer.country, cache=cache) if channel == ContentChannel.SMS else None
+        return RenderedContent(
+            channel=channel,
+            text=text,
+            links=tuple(linker.destinations),
+            sms=info,
+            problems=tuple(parts.problems),
+            unknown_variables=unknown,
+        )
+    image_alt = _one_line(parts.render(fields["image_alt"], "image alt"))
+    return RenderedContent(
+        channel=channel,
+        text=text,
+        image_url=absolute_media_url(template.image),
+        image_alt=image_alt,
+        links=tuple(linker.destinations),
+        problems=tuple(parts.problems),
+        unknown_variables=unknown,
+    )
+
+
+__all__ = ["ContentChannel", "RenderedContent", "SmsInfo", "content_fields", "render_template"]
