@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from django.utils import timezone
 
-from campaigns.models import CampaignRun, Enrollment
+from campaigns.models import Campaign, CampaignRun, Enrollment, Template
 from campaigns.selectors import campaign_channel_stats, campaigns_finished
 from campaigns.services import campaign_launch, campaign_schedule, campaigns_complete, enrollments_dispatch
 from channels.models import Message, SandboxMessage
@@ -28,7 +28,7 @@ def test_launching_twice_creates_one_run_with_one_enrollment_per_audience_member
 
 @pytest.mark.django_db
 def test_scheduling_a_campaign_without_steps_names_the_problem():
-    campaign = two_channel_campaign()
+    campaign = two_channel_campaign(state=Campaign.State.APPROVED)
     campaign.steps.all().delete()
     with pytest.raises(Exception, match="Add at least one step"):
         campaign_schedule(campaign=campaign, at=timezone.now())
@@ -36,9 +36,9 @@ def test_scheduling_a_campaign_without_steps_names_the_problem():
 
 @pytest.mark.django_db
 def test_scheduling_rejects_broken_liquid_with_the_step_and_part():
-    campaign = two_channel_campaign()
-    campaign.steps.filter(position=0).update(body="Hi {{ first_name ")
-    with pytest.raises(Exception, match=r"Step 1 \(Email\) body"):
+    campaign = two_channel_campaign(state=Campaign.State.APPROVED)
+    Template.objects.filter(steps__campaign=campaign, steps__position=0).update(subject="Hi {{ customer.first_name ")
+    with pytest.raises(Exception, match=r"Step 1 \(Email\): Liquid error in the subject"):
         campaign_schedule(campaign=campaign, at=timezone.now())
 
 

@@ -98,7 +98,7 @@ def test_scheduled_two_channel_campaign_is_delivered_once_per_step_to_consenting
     email_only = CustomerFactory(consents={"email": "opted_in", "sms": "opted_out"})
     no_consent = CustomerFactory()
     CustomerFactory(country="DE", consents={"email": "opted_in", "sms": "opted_in"})  # outside the segment
-    campaign = two_channel_campaign()
+    campaign = two_channel_campaign(state=Campaign.State.APPROVED)
     periodic_tasks_ensure(django.apps.apps, every_seconds=1)
     campaign_schedule(campaign=campaign, at=timezone.now())
 

@@ -68,8 +68,8 @@ def test_analyst_cannot_unschedule(analyst_client):
     assert campaign.state == Campaign.State.SCHEDULED
 
 
-def test_schedule_form_moves_a_draft_to_scheduled_at_the_local_time_entered(marketer_client):
-    campaign = two_channel_campaign()
+def test_schedule_form_moves_an_approved_campaign_to_scheduled_at_the_local_time_entered(marketer_client):
+    campaign = two_channel_campaign(state=Campaign.State.APPROVED)
     page = marketer_client.get(reverse("campaigns:detail", args=[campaign.pk]))
     assert b'data-testid="schedule-form"' in page.content
 
@@ -87,7 +87,7 @@ def test_schedule_form_moves_a_draft_to_scheduled_at_the_local_time_entered(mark
 
 
 def test_schedule_form_left_empty_schedules_now(marketer_client):
-    campaign = two_channel_campaign()
+    campaign = two_channel_campaign(state=Campaign.State.APPROVED)
     before = timezone.now()
 
     marketer_client.post(reverse("campaigns:schedule", args=[campaign.pk]), {"at": ""})
@@ -98,7 +98,7 @@ def test_schedule_form_left_empty_schedules_now(marketer_client):
 
 
 def test_schedule_form_shows_why_a_campaign_without_steps_cannot_be_scheduled(marketer_client):
-    campaign = CampaignFactory()
+    campaign = CampaignFactory(state=Campaign.State.APPROVED)
 
     response = marketer_client.post(reverse("campaigns:schedule", args=[campaign.pk]), {"at": ""})
 
@@ -108,7 +108,7 @@ def test_schedule_form_shows_why_a_campaign_without_steps_cannot_be_scheduled(ma
     assert "Add at least one step." in body
     assert 'data-testid="schedule-form"' in body  # the form is still there to try again
     campaign.refresh_from_db()
-    assert campaign.state == Campaign.State.DRAFT
+    assert campaign.state == Campaign.State.APPROVED
 
 
 def test_schedule_form_rejects_an_unreadable_time(marketer_client):
@@ -121,14 +121,14 @@ def test_schedule_form_rejects_an_unreadable_time(marketer_client):
     assert campaign.state == Campaign.State.DRAFT
 
 
-def test_unschedule_returns_a_scheduled_campaign_to_draft(marketer_client):
+def test_unschedule_returns_a_scheduled_campaign_to_approved(marketer_client):
     campaign = two_channel_campaign(state=Campaign.State.SCHEDULED, scheduled_at=timezone.now() + timedelta(days=1))
 
     response = marketer_client.post(reverse("campaigns:unschedule", args=[campaign.pk]))
 
     assert response.status_code == 302
     campaign.refresh_from_db()
-    assert campaign.state == Campaign.State.DRAFT
+    assert campaign.state == Campaign.State.APPROVED
     assert campaign.scheduled_at is None
 
 

@@ -205,7 +205,7 @@ def test_marketer_logs_in_reads_a_customer_watches_a_campaign_and_searches(page,
     expect(page).to_have_url(f"{live_server.url}/campaigns/{campaign.pk}/")
     expect(page.get_by_test_id("campaign-state")).to_have_text("Running")
     expect(page.get_by_test_id("audience-count")).to_have_text("3")
-    expect(page.get_by_test_id("steps")).to_contain_text("Spring sale, {{ first_name }}")
+    expect(page.get_by_test_id("steps")).to_contain_text("Spring sale, {{ customer.first_name }}")
     expected = {
         "email": {"targeted": 3, "skipped": 0, "sent": 3, "delivered": 2, "opened": 1, "clicked": 1, "failed": 1},
         "sms": {"targeted": 3, "skipped": 1, "sent": 1, "delivered": 1, "opened": 0, "failed": 0, "pending": 1},
@@ -279,16 +279,18 @@ def test_segment_and_outbox_pages_show_live_data(page, live_server, log_in, shop
     page.screenshot(path=tmp_path / "outbox.png", full_page=True)
 
 
-def test_marketer_schedules_a_draft_and_sees_why_a_stepless_one_cannot_be(page, live_server, log_in, shop, tmp_path):
+def test_marketer_schedules_an_approved_campaign_and_sees_why_a_stepless_one_cannot_be(
+    page, live_server, log_in, shop, tmp_path
+):
     segment = shop["segment"]
-    draft = two_channel_campaign(name="Summer preview", segment=segment)
-    stepless = CampaignFactory(name="Empty idea", segment=segment)
+    draft = two_channel_campaign(name="Summer preview", segment=segment, state=Campaign.State.APPROVED)
+    stepless = CampaignFactory(name="Empty idea", segment=segment, state=Campaign.State.APPROVED)
     log_in()
 
     page.goto(f"/campaigns/{stepless.pk}/")
     page.get_by_role("button", name="Schedule").click()
     expect(page.get_by_test_id("schedule-errors")).to_contain_text("Add at least one step.")
-    expect(page.get_by_test_id("campaign-state")).to_have_text("Draft")
+    expect(page.get_by_test_id("campaign-state")).to_have_text("Approved")
     page.screenshot(path=tmp_path / "campaign-schedule-errors.png", full_page=True)
 
     page.goto(f"/campaigns/{draft.pk}/")
@@ -304,5 +306,5 @@ def test_marketer_schedules_a_draft_and_sees_why_a_stepless_one_cannot_be(page, 
     page.screenshot(path=tmp_path / "campaign-scheduled.png", full_page=True)
 
     page.get_by_role("button", name="Unschedule").click()
-    expect(page.get_by_test_id("campaign-state")).to_have_text("Draft")
+    expect(page.get_by_test_id("campaign-state")).to_have_text("Approved")
     expect(page.get_by_test_id("schedule-form")).to_be_visible()
