@@ -1,4 +1,4 @@
-"""The dashboard and the campaign pages: list, detail with live results, scheduling."""
+"""The dashboard and the campaign pages: list, detail with live results, review and scheduling."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from django.utils.dateformat import format as date_format
 from django.views.decorators.http import require_POST
 
 from campaigns import services
-from campaigns.models import Campaign, Step
+from campaigns.models import Campaign, ContentChannel, Step
 from campaigns.selectors import campaign_audience_count, campaign_channel_stats
 from channels.models import Message
 from config.htmx import wants_fragment
@@ -27,9 +27,13 @@ from segments.models import Segment
 from segments.rules import RuleError
 
 CAMPAIGNS_PER_PAGE = 50
+EVENTS_SHOWN = 100
 RECENT_CAMPAIGNS = 8
 # While a campaign can still change, its results table polls for updates.
 LIVE_STATES = {Campaign.State.SCHEDULED, Campaign.State.RUNNING}
+# Steps name a content channel (Mastodon, Bluesky); messages the consent channel (social).
+_CHANNEL_LABELS = {**dict(Channel.choices), **dict(ContentChannel.choices)}
+_CHANNEL_ORDER = {channel: index for index, channel in enumerate(_CHANNEL_LABELS)}
 METRICS = ("targeted", "skipped", "sent", "delivered", "opened", "clicked", "failed", "pending")
 
 
@@ -120,9 +124,9 @@ def _results_context(campaign: Campaign, channels: list[str]) -> dict:
     """Per-channel funnel rows (zeros for channels with no messages yet) and totals."""
     stats = {row["channel"]: row for row in campaign_channel_stats(campaign)}
     rows = []
-    for channel in sorted(set(channels) | set(stats), key=lambda c: Channel.values.index(c)):
+    for channel in sorted(set(channels) | set(stats), key=lambda c: _CHANNEL_ORDER.get(c, len(_CHANNEL_ORDER))):
         row = {metric: stats.get(channel, {}).get(metric, 0) for metric in METRICS}
-        rows.append({"channel": channel, "label": Channel(channel).label, **row})
+        rows.append({"channel": channel, "label": _CHANNEL_LABELS.get(channel, channel), **row})
     totals = {metric: sum(row[metric] for row in rows) for metric in METRICS}
     return {
         "campaign": campaign,
@@ -138,10 +142,31 @@ def _results_context(campaign: Campaign, channels: list[str]) -> dict:
     }
 
 
+def _findings_context(campaign: Campaign, steps: list[Step]) -> dict:
+    """The brand-check findings of every step, each with its override (or None) and the step it is about."""
+    by_position = {step.position: step for step in steps}
+    rows = [
+        {"finding": finding, "override": override, "step": by_position.get(finding.step_position)}
+        for finding, override in services.campaign_findings(campaign)
+    ]
+    return {
+        "findings": rows,
+        "blocking_count": sum(row["finding"].blocking and row["override"] is None for row in rows),
+        "overridden_count": sum(row["override"] is not None for row in rows),
+    }
+
+
 def _render_detail(
-    request: HttpRequest, campaign: Campaign, *, schedule_errors: list[str] | None = None, at_value: str = ""
+    request: HttpRequest,
+    campaign: Campaign,
+    *,
+    schedule_errors: list[str] | None = None,
+    at_value: str = "",
+    review_errors: list[str] | None = None,
+    override_errors: dict[str, list[str]] | None = None,
+    status: int = 200,
 ) -> HttpResponse:
-    steps = list(campaign.steps.all())
+    steps = list(campaign.steps.select_related("template"))
     for step in steps:
         step.delay_label = _delay_label(step.delay)
     try:
@@ -154,10 +179,18 @@ def _render_detail(
         "audience_count": audience_count,
         "audience_error": audience_error,
         "can_change": request.user.has_perm("campaigns.change_campaign"),
+        "can_approve": request.user.has_perm("campaigns.approve_campaign"),
+        "can_override": request.user.has_perm("campaigns.override_finding"),
+        "overrides_open": campaign.state in (Campaign.State.DRAFT, Campaign.State.IN_REVIEW),
+        "can_preview": request.user.has_perm("campaigns.view_template"),
         "schedule_errors": schedule_errors or [],
         "at_value": at_value,
+        "review_errors": review_errors or [],
+        "override_errors": override_errors or {},
+        "events": campaign.events.select_related("actor")[:EVENTS_SHOWN],
+        **_findings_context(campaign, steps),
     }
-    response = render(request, "campaigns/detail.html", context)
+    response = render(request, "campaigns/detail.html", context, status=status)
     patch_vary_headers(response, ["HX-Request"])
     return response
 
@@ -210,9 +243,79 @@ def campaign_unschedule(request: HttpRequest, pk: int) -> HttpResponse:
     campaign = _get_campaign_for_user(request, pk)
     _require_change(request)
     try:
-        campaign = services.campaign_unschedule(campaign=campaign)
+        campaign = services.campaign_unschedule(campaign=campaign, by=request.user)
     except ValidationError as exc:
         campaign.refresh_from_db()
         return _render_detail(request, campaign, schedule_errors=exc.messages)
-    messages.success(request, f"“{campaign.name}” is back to draft; nothing will be sent.")
+    messages.success(request, f"“{campaign.name}” is off the schedule and stays approved; nothing will be sent.")
+    return redirect("campaigns:detail", pk=campaign.pk)
+
+
+def _review(request: HttpRequest, pk: int, perm: str, act, done: str) -> HttpResponse:
+    """Submit, approve or send back: the service checks state and permission; refusals are shown on the page."""
+    campaign = _get_campaign_for_user(request, pk)
+    if not request.user.has_perm(perm):
+        raise PermissionDenied
+    try:
+        campaign = act(campaign)
+    except ValidationError as exc:
+        campaign.refresh_from_db()
+        return _render_detail(request, campaign, review_errors=exc.messages, status=400)
+    messages.success(request, done.format(name=campaign.name))
+    return redirect("campaigns:detail", pk=campaign.pk)
+
+
+@login_required
+@require_POST
+def campaign_submit(request: HttpRequest, pk: int) -> HttpResponse:
+    return _review(
+        request,
+        pk,
+        "campaigns.change_campaign",
+        lambda campaign: services.campaign_submit(campaign=campaign, by=request.user),
+        "“{name}” is in review: a brand manager approves it or sends it back.",
+    )
+
+
+@login_required
+@require_POST
+def campaign_approve(request: HttpRequest, pk: int) -> HttpResponse:
+    note = request.POST.get("note", "")
+    return _review(
+        request,
+        pk,
+        "campaigns.approve_campaign",
+        lambda campaign: services.campaign_approve(campaign=campaign, by=request.user, note=note),
+        "Approved “{name}”: it can be scheduled now.",
+    )
+
+
+@login_required
+@require_POST
+def campaign_reject(request: HttpRequest, pk: int) -> HttpResponse:
+    note = request.POST.get("note", "")
+    return _review(
+        request,
+        pk,
+        "campaigns.approve_campaign",
+        lambda campaign: services.campaign_reject(campaign=campaign, by=request.user, note=note),
+        "Sent “{name}” back to draft with your note.",
+    )
+
+
+@login_required
+@require_POST
+def campaign_override_finding(request: HttpRequest, pk: int) -> HttpResponse:
+    campaign = _get_campaign_for_user(request, pk)
+    if not request.user.has_perm("campaigns.override_finding"):
+        raise PermissionDenied
+    fingerprint = request.POST.get("fingerprint", "")
+    try:
+        services.finding_override(
+            campaign=campaign, fingerprint=fingerprint, reason=request.POST.get("reason", ""), by=request.user
+        )
+    except ValidationError as exc:
+        campaign.refresh_from_db()
+        return _render_detail(request, campaign, override_errors={fingerprint: exc.messages}, status=400)
+    messages.success(request, "Finding overridden; your reason is in the audit trail.")
     return redirect("campaigns:detail", pk=campaign.pk)
