@@ -95,7 +95,9 @@ class Brand(models.Model):
 
     @property
     def legal_footer(self) -> str:
-        return f"{self.legal_company_name}, {' '.join(self.postal_address.split())}"
+        """Company and postal address on one line, the address's lines joined by commas."""
+        lines = (" ".join(line.split()).strip(", ") for line in self.postal_address.splitlines())
+        return ", ".join([self.legal_company_name, *filter(None, lines)])
 
     @property
     def banned_phrase_list(self) -> list[str]:

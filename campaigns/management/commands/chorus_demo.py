@@ -21,6 +21,7 @@ from campaigns.content.render import render_template
 from campaigns.models import (
     Brand,
     Campaign,
+    CampaignEvent,
     CampaignRun,
     Enrollment,
     RequiredPhrase,
@@ -348,6 +349,12 @@ class Command(BaseCommand):
             delay=timedelta(minutes=1),
             template=self._template(brand, "Spring sale · SMS", "sms", SPRING_SMS),
         )
+        # The review it went through, as the audit trail shows it.
+        reviewer = get_user_model().objects.get(username=DEMO_USER)
+        for minutes, action in ((6, "submitted"), (4, "approved"), (2, "scheduled")):
+            CampaignEvent.objects.create(
+                campaign=campaign, action=action, actor=reviewer, occurred_at=now - timedelta(minutes=minutes)
+            )
         self.stdout.write(
             f"Loaded {len(people)} customers, {len(consents)} consents, "
             f"{Activity.objects.filter(customer__in=people).count()} activities (purchases, shop events, consent "
