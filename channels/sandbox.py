@@ -8,15 +8,23 @@ webhooks to ``CHORUS_PUBLIC_URL`` exactly as the provider would.
 Outcomes are chosen by address, so demos and tests can ask for them:
 email to a local part starting with ``bounce`` bounces; Twilio's magic test
 numbers +15005550001 (invalid) and +15005550009 (not SMS-capable) are refused.
+
+Faults can be injected per provider, to test and benchmark the retry path:
+``CHORUS_SANDBOX_FAULTS`` answers an error status for a share of all requests;
+``sandbox_fault_set`` (in-process, for tests) does the same, or for the next N
+requests only. A 429 carries ``Retry-After`` (SendGrid's also ``X-RateLimit-Reset``).
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import random
 import re
+import threading
 import time
 import uuid
+from dataclasses import dataclass
 from urllib.parse import urlencode
 
 import requests
@@ -33,11 +41,105 @@ from channels.models import SandboxMessage
 from config.keys import ec_sign_b64
 
 EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+MESSAGING_SERVICE_RE = re.compile(r"^MG[0-9a-f]{32}$")
 E164_RE = re.compile(r"^(whatsapp:)?\+[1-9]\d{6,14}$")
 TWILIO_REFUSED = {
     "+15005550001": (21211, "The 'To' number +15005550001 is not a valid phone number."),
     "+15005550009": (21614, "'To' number +15005550009 is not a valid mobile number."),
 }
+
+
+# --- fault injection -------------------------------------------------------------
+
+FAULT_PROVIDERS = ("sendgrid", "twilio")
+
+
+@dataclass
+class Fault:
+    status: int
+    share: float = 1.0
+    remaining: int | None = None  # None: until cleared
+    retry_after: int | None = None
+    after: int = 0  # requests let through before the fault starts
+
+
+_faults: dict[str, Fault] = {}
+_faults_lock = threading.Lock()
+
+
+def sandbox_fault_set(
+    *,
+    provider: str,
+    status: int,
+    share: float = 1.0,
+    count: int | None = None,
+    retry_after: int | None = None,
+    after: int = 0,
+) -> None:
+    """Answer ``status`` to ``share`` of ``provider``'s requests (``count`` of them only, if given),
+    starting after the next ``after`` requests."""
+    if provider not in FAULT_PROVIDERS:
+        raise ValueError(f"Unknown sandbox provider {provider!r}; expected one of {', '.join(FAULT_PROVIDERS)}.")
+    if not (status == 429 or 500 <= status <= 599):
+        raise ValueError(f"A sandbox fault is a 429 or a 5xx status, got {status}.")
+    if not 0 < share <= 1:
+        raise ValueError(f"The share of failing requests must be in (0, 1], got {share}.")
+    if count is not None and count < 1:
+        raise ValueError(f"The number of failing requests must be at least 1, got {count}.")
+    with _faults_lock:
+        _faults[provider] = Fault(status=status, share=share, remaining=count, retry_after=retry_after, after=after)
+
+
+def sandbox_faults_clear() -> None:
+    with _faults_lock:
+        _faults.clear()
+
+
+def _fault_for(provider: str) -> Fault | None:
+    """The fault this request hits, if any; counts down faults for the next N requests."""
+    with _faults_lock:
+        fault = _faults.get(provider)
+        if fault is None:
+            configured = settings.CHORUS_SANDBOX_FAULTS.get(provider)
+            fault = Fault(**configured) if configured else None
+        if fault is not None and fault.after > 0:
+            fault.after -= 1
+            return None
+        if fault is None or random.random() >= fault.share:  # noqa: S311 - not security
+            return None
+        if fault.remaining is not None:
+            fault.remaining -= 1
+            if fault.remaining <= 0:
+                del _faults[provider]
+        return fault
+
+
+def _fault_headers(fault: Fault, provider: str) -> dict[str, str]:
+    if fault.retry_after is None:
+        return {}
+    headers = {"Retry-After": str(fault.retry_after)}
+    if provider == "sendgrid":
+        headers["X-RateLimit-Reset"] = str(int(time.time()) + fault.retry_after)
+    return headers
+
+
+def _sendgrid_fault(fault: Fault) -> JsonResponse:
+    message = "too many requests" if fault.status == 429 else "The server encountered an unexpected error."
+    response = _sendgrid_error(fault.status, message)
+    for name, value in _fault_headers(fault, "sendgrid").items():
+        response[name] = value
+    return response
+
+
+def _twilio_fault(fault: Fault) -> JsonResponse:
+    code, message = (20429, "Too Many Requests") if fault.status == 429 else (20500, "Internal Server Error")
+    response = _twilio_error(fault.status, code, message)
+    for name, value in _fault_headers(fault, "twilio").items():
+        response[name] = value
+    return response
+
+
+# --- the provider APIs -------------------------------------------------------------
 
 
 def _sendgrid_error(status: int, message: str, field: str | None = None) -> JsonResponse:
@@ -58,11 +160,23 @@ def _emit_after_commit(ids: list[int]) -> None:
     transaction.on_commit(lambda: [sandbox_emit_events.apply_async((pk,), countdown=delay) for pk in ids])
 
 
+def _recipient_request(mail: dict, personalization: dict) -> dict:
+    """What one recipient of ``mail`` gets: its own personalization, and the custom args and
+    headers in effect for it (a personalization's override the mail's, as at SendGrid)."""
+    request = {**mail, "personalizations": [personalization]}
+    for key in ("custom_args", "headers"):
+        if key in mail or key in personalization:
+            request[key] = {**mail.get(key, {}), **personalization.get(key, {})}
+    return request
+
+
 @csrf_exempt
 @require_POST
 def sendgrid_mail_send(request: HttpRequest) -> HttpResponse:
     if request.headers.get("Authorization") != f"Bearer {settings.SENDGRID_API_KEY}":
         return _sendgrid_error(401, "The provided authorization grant is invalid, expired, or revoked")
+    if fault := _fault_for("sendgrid"):
+        return _sendgrid_fault(fault)
     try:
         mail = json.loads(request.body)
     except ValueError:
@@ -101,7 +215,7 @@ def sendgrid_mail_send(request: HttpRequest) -> HttpResponse:
                     subject=p.get("subject") or mail.get("subject", ""),
                     body=contents.get("text/plain") or contents.get("text/html", ""),
                     callback_url=settings.CHORUS_PUBLIC_URL + reverse("webhooks:sendgrid-events"),
-                    request={**mail, "custom_args": {**mail.get("custom_args", {}), **p.get("custom_args", {})}},
+                    request=_recipient_request(mail, p),
                     outcome="bounce" if email.split("@")[0].lower().startswith("bounce") else "delivered",
                 )
                 ids.append(recorded.pk)
@@ -116,7 +230,10 @@ def twilio_messages_create(request: HttpRequest, account_sid: str) -> HttpRespon
     expected = base64.b64encode(f"{settings.TWILIO_ACCOUNT_SID}:{settings.TWILIO_AUTH_TOKEN}".encode()).decode()
     if auth != f"Basic {expected}" or account_sid != settings.TWILIO_ACCOUNT_SID:
         return _twilio_error(401, 20003, "Authenticate")
-    to, sender, body = request.POST.get("To", ""), request.POST.get("From", ""), request.POST.get("Body", "")
+    if fault := _fault_for("twilio"):
+        return _twilio_fault(fault)
+    to, body = request.POST.get("To", ""), request.POST.get("Body", "")
+    sender = request.POST.get("From", "") or request.POST.get("MessagingServiceSid", "")
     if not E164_RE.match(to):
         return _twilio_error(400, 21211, f"The 'To' number {to} is not a valid phone number.")
     if to in TWILIO_REFUSED:
@@ -124,6 +241,10 @@ def twilio_messages_create(request: HttpRequest, account_sid: str) -> HttpRespon
         return _twilio_error(400, code, text)
     if not sender:
         return _twilio_error(400, 21603, "A 'From' phone number is required.")
+    if sender.startswith("MG") and not MESSAGING_SERVICE_RE.match(sender):
+        return _twilio_error(400, 21701, f"The Messaging Service Sid {sender} is invalid.")
+    if to.startswith("whatsapp:") != sender.startswith("whatsapp:") and not sender.startswith("MG"):
+        return _twilio_error(400, 63007, f"Twilio could not find a Channel with the specified From address: {sender}")
     if not body:
         return _twilio_error(400, 21602, "Message body is required.")
     sid = "SM" + uuid.uuid4().hex

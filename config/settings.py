@@ -249,10 +249,36 @@ else:
     SENDGRID_WEBHOOK_PUBLIC_KEY = env_str("SENDGRID_WEBHOOK_PUBLIC_KEY")
 CHORUS_SANDBOX_EVENT_DELAY = env_int("CHORUS_SANDBOX_EVENT_DELAY", 1, minimum=0)
 
+
+def _sandbox_faults(raw: str) -> dict[str, dict]:
+    """``sendgrid=429:0.1:2,twilio=503:0.05`` -> per provider: status, share of requests, Retry-After."""
+    faults = {}
+    for item in filter(None, (part.strip() for part in raw.split(","))):
+        match = re.fullmatch(r"(sendgrid|twilio)=(429|5\d\d):(0?\.\d+|1(?:\.0*)?)(?::(\d+))?", item)
+        if not match:
+            raise ImproperlyConfigured(
+                "CHORUS_SANDBOX_FAULTS must be comma-separated provider=status:share[:retry_after] items, "
+                f"e.g. 'sendgrid=429:0.1:2,twilio=503:0.05'; {item!r} is not one."
+            )
+        provider, status, share, retry_after = match.groups()
+        if float(share) <= 0:
+            raise ImproperlyConfigured(f"CHORUS_SANDBOX_FAULTS: the share in {item!r} must be above 0.")
+        faults[provider] = {
+            "status": int(status),
+            "share": float(share),
+            "retry_after": int(retry_after) if retry_after else None,
+        }
+    return faults
+
+
+# The sandbox answers these errors to a share of requests (tests and benchmarks of the retry path).
+CHORUS_SANDBOX_FAULTS = _sandbox_faults(env_str("CHORUS_SANDBOX_FAULTS"))
+
 # channel -> adapter class; adding a provider is one module and one line here.
 CHORUS_ADAPTERS = {
     "email": env_str("CHORUS_EMAIL_ADAPTER", "channels.adapters.sendgrid.SendGridAdapter"),
     "sms": env_str("CHORUS_SMS_ADAPTER", "channels.adapters.twilio.TwilioSmsAdapter"),
+    "whatsapp": env_str("CHORUS_WHATSAPP_ADAPTER", "channels.adapters.twilio.TwilioWhatsAppAdapter"),
 }
 
 if PRODUCTION and not CHORUS_SANDBOX:

@@ -1,28 +1,55 @@
-"""Email through SendGrid's v3 Mail Send API, with the official SDK."""
+"""Email through SendGrid's v3 Mail Send API, with the official SDK.
+
+Messages of a batch whose rendered content and sender are identical go out in
+one API call with one personalization each (up to 1,000 per call, SendGrid's
+limit), each carrying its own recipient, headers and ``chorus_message_id``
+custom arg; the others go out one call per message.
+"""
 
 from __future__ import annotations
 
 import json
 import urllib.error
+from collections import deque
 from collections.abc import Sequence
 
 from django.conf import settings
 from python_http_client import exceptions as http_errors
 from sendgrid import SendGridAPIClient
-from sendgrid.helpers.mail import Category, CustomArg, From, Header, Mail, ReplyTo
+from sendgrid.helpers.mail import Category, CustomArg, From, Header, Mail, Personalization, ReplyTo, To
 
-from channels.adapters.base import Adapter, ChannelError, Outbound, SendResult
+from channels.adapters.base import Adapter, ChannelError, Outbound, SendResult, retry_after_seconds
 
 # SendGrid answers these when the request itself is wrong: retrying cannot help.
 PERMANENT_STATUSES = {400, 401, 403, 404, 413}
+# These condemn the account or the API key, not one message: the whole batch fails.
+ACCOUNT_CODES = {"401", "403"}
+MAX_PERSONALIZATIONS = 1000
 
 
 def _error_text(exc: http_errors.HTTPError) -> str:
     try:
-        errors = json.loads(exc.body)["errors"]
-        return "; ".join(e.get("message", "") for e in errors) or str(exc)
-    except (ValueError, KeyError, TypeError):
+        body = exc.body.decode() if isinstance(exc.body, bytes) else exc.body
+        errors = json.loads(body)["errors"]
+        return "; ".join(e.get("message") or "" for e in errors) or f"HTTP {exc.status_code}"
+    except (ValueError, KeyError, TypeError, AttributeError):
         return f"HTTP {exc.status_code}"
+
+
+def sendgrid_error(exc: http_errors.HTTPError) -> ChannelError:
+    """The ``ChannelError`` for an HTTP error answer from SendGrid."""
+    permanent = exc.status_code in PERMANENT_STATUSES
+    return ChannelError(
+        f"SendGrid {exc.status_code}: {_error_text(exc)}",
+        permanent=permanent,
+        code=str(exc.status_code),
+        retry_after=None if permanent else retry_after_seconds(dict(exc.headers or {})),
+    )
+
+
+def _content_key(msg: Outbound) -> tuple:
+    """Messages with the same key can share one mail send (headers are per personalization)."""
+    return (msg.sender, msg.sender_name, msg.reply_to, msg.subject, msg.body, msg.html, msg.categories)
 
 
 class SendGridAdapter(Adapter):
@@ -33,43 +60,81 @@ class SendGridAdapter(Adapter):
         self.client = SendGridAPIClient(settings.SENDGRID_API_KEY, host=settings.SENDGRID_API_HOST)
         self.client.client.timeout = settings.CHORUS_PROVIDER_TIMEOUT
 
-    def _mail(self, msg: Outbound) -> Mail:
+    def _mail(self, group: Sequence[Outbound]) -> Mail:
+        first = group[0]
         mail = Mail(
-            from_email=From(msg.sender, msg.sender_name or None),
-            to_emails=msg.to,
-            subject=msg.subject,
-            plain_text_content=msg.body,
-            html_content=msg.html or None,
+            from_email=From(first.sender, first.sender_name or None),
+            subject=first.subject,
+            plain_text_content=first.body,
+            html_content=first.html or None,
         )
-        # Comes back on every event webhook, tying the event to our Message row.
-        mail.custom_arg = CustomArg("chorus_message_id", str(msg.message_id))
-        for name in msg.categories:
+        for msg in group:
+            personalization = Personalization()
+            personalization.add_to(To(msg.to))
+            # Comes back on every event webhook, tying the event to our Message row.
+            personalization.add_custom_arg(CustomArg("chorus_message_id", str(msg.message_id)))
+            for name, value in msg.headers.items():
+                personalization.add_header(Header(name, value))
+            # The SDK inserts at the front unless told where: keep the batch's order.
+            mail.add_personalization(personalization, index=len(mail.personalizations or []))
+        for name in first.categories:
             mail.category = Category(name)
-        for name, value in msg.headers.items():
-            mail.header = Header(name, value)
-        if msg.reply_to:
-            mail.reply_to = ReplyTo(msg.reply_to)
+        if first.reply_to:
+            mail.reply_to = ReplyTo(first.reply_to)
         return mail
 
-    def send(self, batch: Sequence[Outbound]) -> list[SendResult]:
-        results = []
+    def _groups(self, batch: Sequence[Outbound]) -> list[list[Outbound]]:
+        groups: dict[tuple, list[list[Outbound]]] = {}
         for msg in batch:
-            try:
-                response = self.client.send(self._mail(msg))
-            except http_errors.HTTPError as exc:
-                if exc.status_code in PERMANENT_STATUSES and exc.status_code not in (401, 403):
-                    results.append(SendResult(msg.message_id, error=self._error(exc)))
-                    continue
-                # Bad credentials or a provider outage fail the whole batch.
-                raise self._error(exc) from exc
-            except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
-                raise ChannelError(f"SendGrid unreachable: {exc}") from exc
-            results.append(SendResult(msg.message_id, provider_message_id=response.headers.get("X-Message-Id")))
-        return results
+            chunks = groups.setdefault(_content_key(msg), [[]])
+            if len(chunks[-1]) == MAX_PERSONALIZATIONS:
+                chunks.append([])
+            chunks[-1].append(msg)
+        return [group for chunks in groups.values() for group in chunks]
 
-    def _error(self, exc: http_errors.HTTPError) -> ChannelError:
-        return ChannelError(
-            f"SendGrid {exc.status_code}: {_error_text(exc)}",
-            permanent=exc.status_code in PERMANENT_STATUSES,
-            code=str(exc.status_code),
-        )
+    def _send_group(self, group: Sequence[Outbound]) -> dict[int, SendResult]:
+        """One mail send for ``group``; raises ChannelError when the call itself failed."""
+        for msg in group:
+            if "@" not in msg.to:  # the SDK would take it for a display name and crash
+                raise ChannelError(
+                    f"SendGrid refused {msg.to!r} before sending: not an email address.", permanent=True, code="invalid"
+                )
+        try:
+            response = self.client.send(self._mail(group))
+        except http_errors.HTTPError as exc:
+            raise sendgrid_error(exc) from exc
+        except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
+            raise ChannelError(f"SendGrid unreachable: {exc}") from exc
+        x_message_id = response.headers.get("X-Message-Id")
+        if len(group) == 1:
+            return {group[0].message_id: SendResult(group[0].message_id, provider_message_id=x_message_id)}
+        # One X-Message-Id per request; each personalization gets its own id so they stay unique.
+        return {
+            msg.message_id: SendResult(
+                msg.message_id, provider_message_id=f"{x_message_id}.{i}" if x_message_id else None
+            )
+            for i, msg in enumerate(group)
+        }
+
+    def send(self, batch: Sequence[Outbound]) -> list[SendResult]:
+        results: dict[int, SendResult] = {}
+        pending = deque(self._groups(batch))
+        while pending:
+            group = pending.popleft()
+            try:
+                results.update(self._send_group(group))
+            except ChannelError as error:
+                if error.permanent and error.code not in ACCOUNT_CODES:
+                    if len(group) == 1:
+                        results[group[0].message_id] = SendResult(group[0].message_id, error=error)
+                    else:
+                        # One bad recipient refuses the whole call: send each alone to find it.
+                        pending.extendleft([msg] for msg in reversed(group))
+                    continue
+                if not results:
+                    raise
+                # Part of the batch is done: report the rest, never make the caller resend it all.
+                for msg in batch:
+                    results.setdefault(msg.message_id, SendResult(msg.message_id, error=error))
+                break
+        return [results[msg.message_id] for msg in batch]
