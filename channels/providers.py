@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 
 from django.utils import timezone
 
-from channels.models import Message
+from channels.models import Message, Suppression
 from customers.models import Activity, Channel, Customer
 
 S, K = Message.Status, Activity.Kind
@@ -30,6 +30,8 @@ class EventOutcome:
     activity: str | None = None
     channel: str = ""
     consent: str | None = None
+    # Put this address on the suppression list, for this Suppression.Reason.
+    suppress: tuple[str, str] | None = None
     properties: dict = field(default_factory=dict)
     error: str = ""
 
@@ -48,21 +50,47 @@ SENDGRID_EVENTS = {
     "open": (S.OPENED, K.MESSAGE_OPENED, None),
     "click": (S.CLICKED, K.MESSAGE_CLICKED, None),
     "bounce": (S.BOUNCED, K.MESSAGE_BOUNCED, None),
-    "dropped": (S.FAILED, K.MESSAGE_FAILED, None),
+    "dropped": (S.FAILED, K.MESSAGE_DROPPED, None),
+    # SendGrid is retrying: on the timeline, but the message has not failed.
+    "deferred": (None, K.MESSAGE_DEFERRED, None),
     "spamreport": (None, K.MESSAGE_COMPLAINED, "opted_out"),
     "unsubscribe": (None, K.MESSAGE_UNSUBSCRIBED, "opted_out"),
     "group_unsubscribe": (None, K.MESSAGE_UNSUBSCRIBED, "opted_out"),
-    # Accepted or retrying at SendGrid: nothing a customer would notice.
+    # Accepted by SendGrid: nothing a customer would notice.
     "processed": (None, None, None),
-    "deferred": (None, None, None),
 }
-_SENDGRID_DETAILS = ("url", "reason", "type", "bounce_classification", "status", "response", "useragent")
+_SENDGRID_DETAILS = (
+    "url",
+    "reason",
+    "type",
+    "bounce_classification",
+    "status",
+    "response",
+    "attempt",
+    "useragent",
+    "asm_group_id",
+)
+# Bounce classifications that say more about the sender (content, reputation,
+# volume, a passing technical fault) than about the address.
+SENDER_SIDE_BOUNCES = {"Technical", "Content", "Reputation", "Frequency or Volume Too High"}
 
 
 def sendgrid_dedupe_key(event: dict) -> str:
+    """``sg_event_id``; without one, Chorus message id + event + timestamp + url."""
     if event.get("sg_event_id"):
         return str(event["sg_event_id"])
-    return "sha256:" + hashlib.sha256(json.dumps(event, sort_keys=True).encode()).hexdigest()
+    parts = (event.get("chorus_message_id"), event.get("event"), event.get("timestamp"), event.get("url"))
+    return "sha256:" + hashlib.sha256(json.dumps([str(p or "") for p in parts]).encode()).hexdigest()
+
+
+def is_hard_bounce(event: dict) -> bool:
+    """A hard bounce: the receiving server rejected the address itself.
+
+    SendGrid's ``type`` is "bounce" for a permanent rejection and "blocked" for a
+    refusal the sender can fix; of the bounces, those classified as sender-side
+    (``SENDER_SIDE_BOUNCES``) are not the address's fault either.
+    """
+    return event.get("type", "bounce") == "bounce" and event.get("bounce_classification") not in SENDER_SIDE_BOUNCES
 
 
 def parse_sendgrid_event(event: dict) -> EventOutcome:
@@ -73,6 +101,15 @@ def parse_sendgrid_event(event: dict) -> EventOutcome:
         return outcome
     outcome.status, outcome.activity, outcome.consent = SENDGRID_EVENTS[name]
     outcome.properties = {k: event[k] for k in _SENDGRID_DETAILS if k in event}
+    address = str(event.get("email") or "")
+    if name == "bounce":
+        outcome.properties["hard"] = is_hard_bounce(event)
+        if outcome.properties["hard"]:
+            outcome.suppress = (address, Suppression.Reason.HARD_BOUNCE)
+    elif name == "dropped" and event.get("reason") == "Bounced Address":
+        outcome.suppress = (address, Suppression.Reason.HARD_BOUNCE)
+    elif name == "spamreport":
+        outcome.suppress = (address, Suppression.Reason.SPAM_REPORT)
     message_id = str(event.get("chorus_message_id", ""))
     if message_id.isdigit():
         outcome.message_lookup = {"pk": int(message_id), "channel": Channel.EMAIL}
@@ -92,8 +129,9 @@ TWILIO_STATUSES = {
     "undelivered": (S.UNDELIVERED, K.MESSAGE_FAILED),
     "failed": (S.FAILED, K.MESSAGE_FAILED),
 }
-STOP_WORDS = {"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "OPTOUT", "REVOKE"}
+STOP_WORDS = {"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "OPTOUT", "OPT OUT", "REVOKE"}
 START_WORDS = {"START", "YES", "UNSTOP", "OPTIN"}
+HELP_WORDS = {"HELP", "INFO"}
 
 
 def _twilio_channel(params: dict) -> str:
@@ -104,8 +142,15 @@ def _bare_number(value: str) -> str:
     return value.removeprefix("whatsapp:").strip()
 
 
-def twilio_status_dedupe_key(params: dict, idempotency_token: str = "") -> str:
-    return idempotency_token or f"{params.get('MessageSid')}:{params.get('MessageStatus')}"
+def twilio_status_dedupe_key(params: dict) -> str:
+    """One event per message and status: a retried or repeated callback is the same event."""
+    return f"{params.get('MessageSid')}:{params.get('MessageStatus')}"
+
+
+def twilio_keyword(params: dict) -> str:
+    """The keyword a reply is, if the whole message is one ("stop", " Unsubscribe "); else ""."""
+    keyword = " ".join(str(params.get("Body", "")).split()).upper()
+    return keyword if keyword in STOP_WORDS | START_WORDS | HELP_WORDS else ""
 
 
 def parse_twilio_status(params: dict) -> EventOutcome:
@@ -130,7 +175,7 @@ def parse_twilio_inbound(params: dict) -> EventOutcome:
     number = _bare_number(params.get("From", ""))
     body = params.get("Body", "")
     # Like Twilio, a keyword is the whole message ("stop", " Unsubscribe "), not a word in a sentence.
-    keyword = (params.get("OptOutType") or body).strip().upper()
+    keyword = twilio_keyword(params)
     outcome = EventOutcome(
         at=timezone.now(), channel=channel, activity=K.MESSAGE_REPLIED, properties={"body": body[:1600]}
     )
@@ -149,7 +194,7 @@ def parse_twilio_inbound(params: dict) -> EventOutcome:
         outcome.consent = "opted_out"
     elif keyword in START_WORDS:
         outcome.consent = "opted_in"
-    if outcome.consent:
+    if keyword:
         outcome.properties["keyword"] = keyword
     return outcome
 

@@ -18,7 +18,7 @@ from campaigns.content.liquid import ContentError
 from campaigns.content.render import render_template
 from channels.adapters import ChannelError, Outbound, SendResult, adapter_for
 from channels.models import Message, ProviderEvent
-from channels.suppression import suppressed_addresses
+from channels.suppression import suppressed_addresses, suppression_add
 from customers.models import Activity, Consent, Customer
 from customers.services import consent_record
 from customers.services.activities import activity_record
@@ -38,7 +38,14 @@ _TIMESTAMP = {
 
 
 class TransientSendError(Exception):
-    """Some messages of a batch hit a transient error and went back to queued."""
+    """Some messages of a batch hit a transient error and went back to queued.
+
+    ``retry_after``: the longest wait a provider asked for (``Retry-After``), or None.
+    """
+
+    def __init__(self, message: str, *, retry_after: float | None = None):
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 # --- sending -------------------------------------------------------------------
@@ -126,11 +133,13 @@ def messages_send(*, message_ids: list[int], final_attempt: bool = False) -> Non
     by_channel: dict[str, list[Message]] = defaultdict(list)
     for message in claimed:
         by_channel[message.channel].append(message)
-    retry = False
-    for channel, messages in by_channel.items():
-        retry |= _send_channel(channel, messages, final_attempt)
-    if retry:
-        raise TransientSendError(f"Transient provider errors; {len(claimed)} messages will be retried.")
+    waits = [_send_channel(channel, messages, final_attempt) for channel, messages in by_channel.items()]
+    waits = [wait for wait in waits if wait is not None]
+    if waits:
+        raise TransientSendError(
+            f"Transient provider errors; {len(claimed)} messages will be retried.",
+            retry_after=max(waits) or None,
+        )
 
 
 def _send_channel(channel: str, messages: list[Message], final_attempt: bool) -> bool:
@@ -177,7 +186,7 @@ def _send_channel(channel: str, messages: list[Message], final_attempt: bool) ->
         )
         pending[message.pk] = (message, rendered)
 
-    retry = False
+    wait: float | None = None  # set when some message must be retried: the provider's Retry-After, or 0
     if outbound:
         adapter = adapter_for(channel)
         try:
@@ -205,9 +214,9 @@ def _send_channel(channel: str, messages: list[Message], final_attempt: bool) ->
                 Message.objects.filter(pk=message.pk, status=S.SENDING).update(
                     status=S.QUEUED, rank=Message.RANK[S.QUEUED], error=result.error.message
                 )
-                retry = True
+                wait = max(wait or 0.0, result.error.retry_after or 0.0)
     Activity.objects.bulk_create(activities)
-    return retry
+    return wait
 
 
 # --- results back --------------------------------------------------------------
@@ -271,6 +280,10 @@ def provider_event_process(*, event_id: int) -> None:
         customer = message.customer if message else outcome.customer
         if outcome.status and message:
             message_advance(message=message, status=outcome.status, at=outcome.at)
+        if outcome.suppress:
+            # Only a hash is kept, so this holds for erased customers too.
+            address, reason = outcome.suppress
+            suppression_add(addresses=[address or (message.to_address if message else "")], reason=reason)
         if customer and customer.erased_at:
             # A late webhook about an erased customer moves the message's status (reports
             # keep their counts) but leaves no personal data: not on the timeline, not in the ledger.
@@ -290,6 +303,9 @@ def provider_event_process(*, event_id: int) -> None:
                 properties={**outcome.properties, "provider_event": event.pk},
             )
         if outcome.consent and customer:
+            # Serialise consent changes per customer, so two opt-outs processed at once
+            # put one "consent changed" on the timeline, not two.
+            Customer.objects.select_for_update().filter(pk=customer.pk).values_list("pk").first()
             consent_record(
                 customer=customer,
                 channel=outcome.channel or message.channel,
@@ -301,3 +317,32 @@ def provider_event_process(*, event_id: int) -> None:
             )
         error = outcome.error or ("" if (message or customer) else "No matching message or customer.")
         ProviderEvent.objects.filter(pk=event.pk).update(processed_at=timezone.now(), message=message, error=error)
+
+
+def twilio_help_reply(params: dict) -> str:
+    """The automatic answer to a HELP / INFO reply, or "" for any other message.
+
+    Names the brand that last messaged the sender (the first brand if none has)
+    and its support contact (reply-to address, else the from address).
+    """
+    from campaigns.models import Brand
+    from channels.providers import HELP_WORDS, twilio_keyword
+
+    if twilio_keyword(params) not in HELP_WORDS:
+        return ""
+    number = str(params.get("From", "")).removeprefix("whatsapp:").strip()
+    brand_id = (
+        Message.objects.filter(customer__phone=number)
+        .order_by("-created_at", "-id")
+        .values_list("step__campaign__brand_id", flat=True)
+        .first()
+        if number
+        else None
+    )
+    brand = Brand.objects.filter(pk=brand_id).first() or Brand.objects.order_by("pk").first()
+    if brand is None:
+        return ""
+    contact = brand.email_reply_to or brand.email_from_address
+    text = f"{brand.name}: for help"
+    text += f" contact {contact}." if contact else " reply to this message."
+    return text + " Reply STOP to opt out."

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import requests
 from celery import shared_task
+from celery.utils.time import get_exponential_backoff_interval
 from django.conf import settings
 
 from channels import sandbox, services
@@ -20,17 +21,23 @@ def messages_enqueue(queued: dict[str, list[int]]) -> None:
             messages_send.apply_async(args=[ids[start : start + size]], queue=QUEUE_FOR_CHANNEL[channel].value)
 
 
-@shared_task(
-    bind=True,
-    acks_late=True,
-    reject_on_worker_lost=True,
-    autoretry_for=(services.TransientSendError,),
-    retry_backoff=5,
-    retry_backoff_max=300,
-    max_retries=6,
-)
+SEND_BACKOFF = 5  # seconds before the first retry, doubling each time, with jitter
+SEND_BACKOFF_MAX = 300
+# A provider's Retry-After is honoured up to this; a longer ETA would outlive the broker's visibility timeout.
+SEND_RETRY_AFTER_MAX = 900
+
+
+@shared_task(bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=6)
 def messages_send(self, message_ids: list[int]) -> None:
-    services.messages_send(message_ids=message_ids, final_attempt=self.request.retries >= self.max_retries)
+    """Send a batch; transient errors retry with exponential backoff and jitter, never sooner than Retry-After."""
+    try:
+        services.messages_send(message_ids=message_ids, final_attempt=self.request.retries >= self.max_retries)
+    except services.TransientSendError as exc:
+        backoff = get_exponential_backoff_interval(
+            SEND_BACKOFF, self.request.retries, SEND_BACKOFF_MAX, full_jitter=True
+        )
+        wait = min(max(backoff, exc.retry_after or 0), SEND_RETRY_AFTER_MAX)
+        raise self.retry(exc=exc, countdown=wait) from exc
 
 
 @shared_task(acks_late=True, reject_on_worker_lost=True, queue=Queue.DEFAULT.value)

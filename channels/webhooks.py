@@ -1,6 +1,8 @@
 """Provider webhooks: verify, store raw, acknowledge. Processing is a task.
 
-Anything unsigned or forged gets 403 and stores nothing.
+Anything unsigned, forged or stale gets 403, stores nothing and leaves a
+WARNING on the ``chorus.security`` logger (endpoint, reason, remote address;
+never the payload).
 """
 
 from __future__ import annotations
@@ -8,7 +10,9 @@ from __future__ import annotations
 import binascii
 import json
 import logging
+import time
 from functools import lru_cache
+from xml.sax.saxutils import escape
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, HttpResponseForbidden, JsonResponse
@@ -18,9 +22,13 @@ from sendgrid.helpers.eventwebhook import EventWebhook
 from twilio.request_validator import RequestValidator
 
 from channels.providers import sendgrid_dedupe_key, twilio_status_dedupe_key
-from channels.services import provider_events_record
+from channels.services import provider_events_record, twilio_help_reply
 
 logger = logging.getLogger(__name__)
+security_log = logging.getLogger("chorus.security")
+
+# A signed SendGrid request older (or further in the future) than this is a replay.
+SENDGRID_MAX_AGE_SECONDS = 600
 
 
 @lru_cache(maxsize=4)
@@ -32,36 +40,60 @@ def _sendgrid_verifier(public_key: str) -> EventWebhook | None:
         return None
 
 
-def sendgrid_signature_valid(body: bytes, signature: str, timestamp: str) -> bool:
+def sendgrid_signature_problem(body: bytes, signature: str, timestamp: str, *, now: float | None = None) -> str:
+    """Why a SendGrid event request must be rejected, or "" if it is genuine and fresh."""
+    if not signature or not timestamp:
+        return "missing signature"
     verifier = (
         _sendgrid_verifier(settings.SENDGRID_WEBHOOK_PUBLIC_KEY) if settings.SENDGRID_WEBHOOK_PUBLIC_KEY else None
     )
-    if verifier is None or not signature or not timestamp:
-        return False
+    if verifier is None:
+        return "no SendGrid public key configured"
     try:
-        return verifier.verify_signature(body.decode("utf-8"), signature, timestamp)
+        age = (time.time() if now is None else now) - int(timestamp)
+    except ValueError:
+        return "timestamp is not a number"
+    try:
+        valid = verifier.verify_signature(body.decode("utf-8"), signature, timestamp)
     except (binascii.Error, UnicodeDecodeError, ValueError):
-        return False
+        valid = False
+    if not valid:
+        return "invalid signature"
+    if abs(age) > SENDGRID_MAX_AGE_SECONDS:
+        return f"stale timestamp ({int(age)} s old)"
+    return ""
 
 
-def twilio_signature_valid(request: HttpRequest) -> bool:
+def twilio_signature_problem(request: HttpRequest) -> str:
+    """Why a Twilio request must be rejected, or "" if its signature is genuine."""
     signature = request.headers.get("X-Twilio-Signature", "")
-    if not signature or not settings.TWILIO_AUTH_TOKEN:
-        return False
+    if not signature:
+        return "missing signature"
+    if not settings.TWILIO_AUTH_TOKEN:
+        return "no Twilio auth token configured"
     # Twilio signs the public URL it called, which a proxy may have rewritten.
     url = settings.CHORUS_PUBLIC_URL + request.get_full_path()
-    return RequestValidator(settings.TWILIO_AUTH_TOKEN).validate(url, request.POST, signature)
+    if not RequestValidator(settings.TWILIO_AUTH_TOKEN).validate(url, request.POST, signature):
+        return "invalid signature"
+    return ""
+
+
+def _forbidden(request: HttpRequest, endpoint: str, reason: str) -> HttpResponse:
+    security_log.warning(
+        "Rejected webhook %s: %s (remote address %s).", endpoint, reason, request.META.get("REMOTE_ADDR", "unknown")
+    )
+    return HttpResponseForbidden(f"Rejected: {reason}.")
 
 
 @csrf_exempt
 @require_POST
 def sendgrid_events(request: HttpRequest) -> HttpResponse:
-    if not sendgrid_signature_valid(
+    if problem := sendgrid_signature_problem(
         request.body,
         request.headers.get("X-Twilio-Email-Event-Webhook-Signature", ""),
         request.headers.get("X-Twilio-Email-Event-Webhook-Timestamp", ""),
     ):
-        return HttpResponseForbidden("Invalid or missing SendGrid event webhook signature.")
+        return _forbidden(request, "sendgrid/events", problem)
     try:
         events = json.loads(request.body)
     except ValueError:
@@ -77,23 +109,25 @@ def sendgrid_events(request: HttpRequest) -> HttpResponse:
 @csrf_exempt
 @require_POST
 def twilio_status(request: HttpRequest) -> HttpResponse:
-    if not twilio_signature_valid(request):
-        return HttpResponseForbidden("Invalid or missing X-Twilio-Signature.")
+    if problem := twilio_signature_problem(request):
+        return _forbidden(request, "twilio/status", problem)
     params = {**request.POST.dict(), "chorus_message_id": request.GET.get("m", "")}
-    key = twilio_status_dedupe_key(params, request.headers.get("I-Twilio-Idempotency-Token", ""))
-    provider_events_record(provider="twilio", kind="status", events=[(key, params)])
+    if not params.get("MessageSid") or not params.get("MessageStatus"):
+        return JsonResponse({"detail": "MessageSid and MessageStatus are required."}, status=400)
+    provider_events_record(provider="twilio", kind="status", events=[(twilio_status_dedupe_key(params), params)])
     return HttpResponse(status=204)
 
 
 @csrf_exempt
 @require_POST
 def twilio_inbound(request: HttpRequest) -> HttpResponse:
-    if not twilio_signature_valid(request):
-        return HttpResponseForbidden("Invalid or missing X-Twilio-Signature.")
+    if problem := twilio_signature_problem(request):
+        return _forbidden(request, "twilio/inbound", problem)
     params = request.POST.dict()
-    key = params.get("MessageSid") or request.headers.get("I-Twilio-Idempotency-Token", "")
-    if not key:
+    if not params.get("MessageSid"):
         return JsonResponse({"detail": "MessageSid is missing."}, status=400)
-    provider_events_record(provider="twilio", kind="inbound", events=[(key, params)])
-    # Empty TwiML: Twilio itself answers STOP/START/HELP keywords.
-    return HttpResponse("<?xml version='1.0' encoding='UTF-8'?><Response/>", content_type="text/xml")
+    provider_events_record(provider="twilio", kind="inbound", events=[(params["MessageSid"], params)])
+    # STOP/START change consent when the event is processed; HELP/INFO are answered here.
+    reply = twilio_help_reply(params)
+    twiml = f"<Response><Message>{escape(reply)}</Message></Response>" if reply else "<Response/>"
+    return HttpResponse(f"<?xml version='1.0' encoding='UTF-8'?>{twiml}", content_type="text/xml")

@@ -209,6 +209,8 @@ class Activity(models.Model):
         MESSAGE_OPENED = "message.opened"
         MESSAGE_CLICKED = "message.clicked"
         MESSAGE_BOUNCED = "message.bounced"
+        MESSAGE_DEFERRED = "message.deferred"
+        MESSAGE_DROPPED = "message.dropped"
         MESSAGE_FAILED = "message.failed"
         MESSAGE_SKIPPED = "message.skipped"
         MESSAGE_REPLIED = "message.replied"

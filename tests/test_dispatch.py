@@ -9,10 +9,11 @@ from campaigns.models import Campaign, CampaignRun, Enrollment, Template
 from campaigns.selectors import campaign_channel_stats, campaigns_finished
 from campaigns.services import campaign_launch, campaign_schedule, campaigns_complete, enrollments_dispatch
 from channels.models import Message, SandboxMessage
+from channels.sandbox import sandbox_fault_set, sandbox_faults_clear
 from channels.services import TransientSendError, messages_send
 from customers.models import Activity
 from customers.services import consent_record
-from tests.factories import CustomerFactory, launch, two_channel_campaign
+from tests.factories import CustomerFactory, email_only_campaign, launch, two_channel_campaign
 
 
 @pytest.mark.django_db
@@ -182,3 +183,24 @@ def test_provider_outage_fails_the_message_on_the_last_attempt(message_after_out
     assert message.status == "failed"
     assert "unreachable" in message.error
     assert message.attempts == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_429_puts_the_message_back_and_the_retry_waits_for_the_providers_retry_after(sandbox, hold_sends):
+    CustomerFactory(consents={"email": "opted_in"})
+    run = launch(email_only_campaign())
+    enrollments_dispatch()
+    message = Message.objects.get(run=run, channel="email")
+    sandbox_fault_set(provider="sendgrid", status=429, count=1, retry_after=7)
+    try:
+        with pytest.raises(TransientSendError) as raised:
+            messages_send(message_ids=[message.pk])
+    finally:
+        sandbox_faults_clear()
+    assert raised.value.retry_after == 7
+    message.refresh_from_db()
+    assert message.status == "queued"
+
+    messages_send(message_ids=[message.pk])  # the retry, once the wait is over
+    message.refresh_from_db()
+    assert message.status in ("sent", "delivered")
