@@ -138,7 +138,8 @@ def _twilio_channel(params: dict) -> str:
     return Channel.WHATSAPP if str(params.get("From", "")).startswith("whatsapp:") else Channel.SMS
 
 
-def _bare_number(value: str) -> str:
+def bare_number(value: str) -> str:
+    """A Twilio From/To value without its channel prefix (``whatsapp:+48...`` -> ``+48...``)."""
     return value.removeprefix("whatsapp:").strip()
 
 
@@ -172,7 +173,7 @@ def parse_twilio_status(params: dict) -> EventOutcome:
 def parse_twilio_inbound(params: dict) -> EventOutcome:
     """A reply; STOP/START keywords change SMS consent (Twilio's own keyword list)."""
     channel = _twilio_channel(params)
-    number = _bare_number(params.get("From", ""))
+    number = bare_number(params.get("From", ""))
     body = params.get("Body", "")
     # Like Twilio, a keyword is the whole message ("stop", " Unsubscribe "), not a word in a sentence.
     keyword = twilio_keyword(params)

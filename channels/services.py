@@ -18,6 +18,7 @@ from campaigns.content.liquid import ContentError
 from campaigns.content.render import render_template
 from channels.adapters import ChannelError, Outbound, SendResult, adapter_for
 from channels.models import Message, ProviderEvent
+from channels.providers import EVENT_PARSERS, HELP_WORDS, bare_number, twilio_keyword
 from channels.suppression import suppressed_addresses, suppression_add
 from customers.models import Activity, Consent, Customer
 from customers.services import consent_record
@@ -88,12 +89,15 @@ def _claim(message_ids: list[int]) -> list[Message]:
     )
 
 
-def _finish(message: Message, status: str, *, error: str = "", skip: str = "", rendered=None, **details) -> Activity:
-    """Record the outcome of a send attempt (one UPDATE) and return its timeline entry.
+def _finish(
+    messages: list[Message], status: str, *, error: str = "", skip: str = "", rendered=None, **details
+) -> list[Activity]:
+    """Record one outcome of a send attempt for ``messages`` (one UPDATE) and return their timeline entries.
 
-    The provider's webhook may already have moved the message further (it can
+    The provider's webhook may already have moved a message further (it can
     arrive before the API call returns), so the status only moves forward.
-    ``details`` are further Message fields (provider, provider_message_id).
+    ``details`` are further Message fields (provider, provider_message_id);
+    ``rendered`` and ``details`` are per message, so pass one message with them.
     """
     now = timezone.now()
     if rendered is not None:
@@ -101,22 +105,26 @@ def _finish(message: Message, status: str, *, error: str = "", skip: str = "", r
     details.update(skip_reason=skip)
     fields = {name: value for name, value in details.items() if value}
     fields["error"] = error[:2000]  # a success after a transient error clears it
-    Message.objects.filter(pk=message.pk).exclude(status=S.SKIPPED).update(**fields, **_advance(status, now))
+    Message.objects.filter(pk__in=[m.pk for m in messages]).exclude(status=S.SKIPPED).update(
+        **fields, **_advance(status, now)
+    )
     kind = {
         S.SENT: Activity.Kind.MESSAGE_SENT,
         S.FAILED: Activity.Kind.MESSAGE_FAILED,
         S.SKIPPED: Activity.Kind.MESSAGE_SKIPPED,
     }[status]
-    properties = {"reason": skip} if skip else ({"error": error} if error else {"to": message.to_address})
-    return Activity(
-        customer_id=message.customer_id,
-        kind=kind,
-        channel=message.channel,
-        campaign_id=message.step.campaign_id,
-        message_id=message.pk,
-        occurred_at=now,
-        properties=properties,
-    )
+    return [
+        Activity(
+            customer_id=message.customer_id,
+            kind=kind,
+            channel=message.channel,
+            campaign_id=message.step.campaign_id,
+            message_id=message.pk,
+            occurred_at=now,
+            properties={"reason": skip} if skip else ({"error": error} if error else {"to": message.to_address}),
+        )
+        for message in messages
+    ]
 
 
 def messages_send(*, message_ids: list[int], final_attempt: bool = False) -> None:
@@ -142,7 +150,8 @@ def messages_send(*, message_ids: list[int], final_attempt: bool = False) -> Non
         )
 
 
-def _send_channel(channel: str, messages: list[Message], final_attempt: bool) -> bool:
+def _send_channel(channel: str, messages: list[Message], final_attempt: bool) -> float | None:
+    """Send one channel's claimed messages; returns None, or the wait before a retry if some went back to queued."""
     consented = set(
         Customer.objects.filter(pk__in=[m.customer_id for m in messages])
         .consented(channel)
@@ -151,12 +160,19 @@ def _send_channel(channel: str, messages: list[Message], final_attempt: bool) ->
     # Read now, not at dispatch: the customer (loaded by _claim) may have been
     # erased, the address suppressed or consent withdrawn since.
     suppressed = suppressed_addresses(m.to_address for m in messages)
-    activities, outbound, pending = [], [], {}
-    cache: dict = {}  # short links and SMS prices, shared by the batch's renders
+    skipped: dict[str, list[Message]] = defaultdict(list)
+    sendable = []
     for message in messages:
         if skip := skip_reason(message.customer, message.to_address, consented, suppressed):
-            activities.append(_finish(message, S.SKIPPED, skip=skip))
-            continue
+            skipped[skip].append(message)
+        else:
+            sendable.append(message)
+    activities: list[Activity] = []
+    for skip, group in skipped.items():  # one UPDATE per reason, not per message
+        activities += _finish(group, S.SKIPPED, skip=skip)
+    outbound, pending = [], {}
+    cache: dict = {}  # short links and SMS prices, shared by the batch's renders
+    for message in sendable:
         try:
             rendered = render_template(
                 message.step.template,
@@ -167,7 +183,7 @@ def _send_channel(channel: str, messages: list[Message], final_attempt: bool) ->
             )
             rendered.raise_for_problems()
         except ContentError as exc:
-            activities.append(_finish(message, S.FAILED, error=f"Content error in {exc}"))
+            activities += _finish([message], S.FAILED, error=f"Content error in {exc}")
             continue
         brand = message.step.campaign.brand
         outbound.append(
@@ -196,18 +212,16 @@ def _send_channel(channel: str, messages: list[Message], final_attempt: bool) ->
         for result in results:
             message, rendered = pending[result.message_id]
             if result.ok:
-                activities.append(
-                    _finish(
-                        message,
-                        S.SENT,
-                        rendered=rendered,
-                        provider=adapter.provider,
-                        provider_message_id=result.provider_message_id,
-                    )
+                activities += _finish(
+                    [message],
+                    S.SENT,
+                    rendered=rendered,
+                    provider=adapter.provider,
+                    provider_message_id=result.provider_message_id,
                 )
             elif result.error.permanent or final_attempt:
-                activities.append(
-                    _finish(message, S.FAILED, rendered=rendered, provider=adapter.provider, error=result.error.message)
+                activities += _finish(
+                    [message], S.FAILED, rendered=rendered, provider=adapter.provider, error=result.error.message
                 )
             else:
                 logger.warning("Transient error sending message %s: %s", message.pk, result.error.message)
@@ -267,8 +281,6 @@ def provider_events_record(*, provider: str, kind: str, events: list[tuple[str, 
 
 def provider_event_process(*, event_id: int) -> None:
     """Apply one stored event to its message and the customer's timeline, once."""
-    from channels.providers import EVENT_PARSERS
-
     with transaction.atomic():
         event = ProviderEvent.objects.select_for_update().filter(pk=event_id, processed_at=None).first()
         if event is None:
@@ -326,11 +338,10 @@ def twilio_help_reply(params: dict) -> str:
     and its support contact (reply-to address, else the from address).
     """
     from campaigns.models import Brand
-    from channels.providers import HELP_WORDS, twilio_keyword
 
     if twilio_keyword(params) not in HELP_WORDS:
         return ""
-    number = str(params.get("From", "")).removeprefix("whatsapp:").strip()
+    number = bare_number(str(params.get("From", "")))
     brand_id = (
         Message.objects.filter(customer__phone=number)
         .order_by("-created_at", "-id")
