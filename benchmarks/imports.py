@@ -73,8 +73,6 @@ TABLES = ("customers_customer", "customers_consent", "customers_activity", "cust
 
 
 _TRUNK_PREFIX = {"DE": "0", "GB": "0", "FR": "0", "NL": "0", "SE": "0"}
-# benchmarks.data's Czech numbers (+420 600...) are not a valid range for phonenumbers; 601... is.
-_NATIONAL_BASE = {"CZ": 601_000_000}
 
 
 def _national(country: data.Country, number: int) -> str:
@@ -107,7 +105,7 @@ def write_csv(path: Path, rows: int, *, seed: int, variant: str = "") -> dict[st
             last = c.last_names[int(rand() * len(c.last_names))]
             domain = c.domains[int(rand() * len(c.domains))]
             email = f"{_slug(first)}.{_slug(last)}{i}@{domain}" if rand() < 0.95 else ""
-            number = _NATIONAL_BASE.get(c.code, c.national_base) + i
+            number = c.national_base + i
             draw = rand()
             if draw < 0.56:
                 phone = f"+{c.dial}{number}"

@@ -31,6 +31,7 @@ from segments.rules import (
     OPERATORS,
     PRESENCE_OPS,
     RuleError,
+    join_path,
     operators_for,
     parse_iso,
     validate,
@@ -437,10 +438,6 @@ def _condition_rule(node: Node, attribute_types: dict[str, str]) -> dict:
     return rule
 
 
-def _join(path: str, part: str) -> str:
-    return f"{path}.{part}" if path and not part.startswith("[") else f"{path}{part}"
-
-
 def _to_rule(
     node: Node, path: str, paths: dict[str, Node], errors: list[Node], attribute_types: dict[str, str]
 ) -> dict | None:
@@ -452,7 +449,7 @@ def _to_rule(
             node.error = str(exc)
             errors.append(node)
             return None
-    inner_path = _join(path, "not") if node.negate else path
+    inner_path = join_path(path, "not") if node.negate else path
     if node.negate:
         paths[inner_path] = node
     if not node.children:
@@ -464,7 +461,7 @@ def _to_rule(
         child = _to_rule(node.children[0], inner_path, paths, errors, attribute_types)
         return {"not": child}
     children = [
-        _to_rule(child, _join(_join(inner_path, node.match), f"[{i}]"), paths, errors, attribute_types)
+        _to_rule(child, join_path(join_path(inner_path, node.match), f"[{i}]"), paths, errors, attribute_types)
         for i, child in enumerate(node.children)
     ]
     group = {node.match: children}

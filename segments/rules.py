@@ -337,7 +337,8 @@ class _Ref:
     key: Any
 
 
-def _join(path: str, part: str) -> str:
+def join_path(path: str, part: str) -> str:
+    """A node's path as ``RuleError.path`` names it: ``all[0].not``; the builder maps errors back by it."""
     return f"{path}.{part}" if path and not part.startswith("[") else f"{path}{part}"
 
 
@@ -359,92 +360,96 @@ def _check(node: Any, path: str, for_persona: bool, refs: list[_Ref], depth: int
     unknown = [k for k in node if k not in _NODE_KEYS[kind]]
     if unknown:
         raise RuleError(
-            _join(path, str(unknown[0])),
+            join_path(path, str(unknown[0])),
             f"unknown key {unknown[0]!r} in a {kind} node; it takes {', '.join(_NODE_KEYS[kind])}",
         )
     if kind in ("all", "any"):
         children = node[kind]
         if not isinstance(children, list) or not children:
-            raise RuleError(_join(path, kind), "empty group: must be a non-empty list of rules")
+            raise RuleError(join_path(path, kind), "empty group: must be a non-empty list of rules")
         for i, child in enumerate(children):
-            _check(child, _join(_join(path, kind), f"[{i}]"), for_persona, refs, depth + 1)
+            _check(child, join_path(join_path(path, kind), f"[{i}]"), for_persona, refs, depth + 1)
     elif kind == "not":
-        _check(node["not"], _join(path, "not"), for_persona, refs, depth + 1)
+        _check(node["not"], join_path(path, "not"), for_persona, refs, depth + 1)
     elif kind == "consent":
         _check_consent(node, path)
     elif kind == "persona":
         if for_persona:
             raise RuleError(path, "persona rules cannot use persona conditions (personas are derived from rules)")
         if not isinstance(node["persona"], str) or not node["persona"].strip():
-            raise RuleError(_join(path, "persona"), "must be a persona slug")
-        refs.append(_Ref(_join(path, "persona"), "persona", node["persona"]))
+            raise RuleError(join_path(path, "persona"), "must be a persona slug")
+        refs.append(_Ref(join_path(path, "persona"), "persona", node["persona"]))
     elif kind == "segment":
         if for_persona:
             raise RuleError(path, "persona rules cannot use segment conditions (segments may depend on personas)")
         if not _is_positive_int(node["segment"]):
-            raise RuleError(_join(path, "segment"), "must be a segment id (a positive whole number)")
-        refs.append(_Ref(_join(path, "segment"), "segment", node["segment"]))
+            raise RuleError(join_path(path, "segment"), "must be a segment id (a positive whole number)")
+        refs.append(_Ref(join_path(path, "segment"), "segment", node["segment"]))
     elif kind == "activity":
         _check_activity(node, path, refs)
     elif kind == "field":
         name = node["field"]
         if not isinstance(name, str) or name not in FIELDS:
-            raise RuleError(_join(path, "field"), f"unknown field {name!r}; use one of {', '.join(FIELDS)}")
+            raise RuleError(join_path(path, "field"), f"unknown field {name!r}; use one of {', '.join(FIELDS)}")
         _check_condition(node, path, FIELDS[name].type, f"{FIELDS[name].type} field {name!r}")
     else:
         key = node["attribute"]
         if not isinstance(key, str) or not key.strip():
-            raise RuleError(_join(path, "attribute"), "must be a non-empty attribute name")
+            raise RuleError(join_path(path, "attribute"), "must be a non-empty attribute name")
         if _ATTRIBUTE_KEY_FORBIDDEN.search(key):
-            raise RuleError(_join(path, "attribute"), "attribute names cannot contain '\"', '\\' or control characters")
+            raise RuleError(
+                join_path(path, "attribute"), "attribute names cannot contain '\"', '\\' or control characters"
+            )
         _check_condition(node, path, "attribute", f"attribute {key!r}")
 
 
 def _check_consent(node: dict, path: str) -> None:
     if node["consent"] not in Channel.values:
         raise RuleError(
-            _join(path, "consent"), f"unknown channel {node['consent']!r}; use one of {', '.join(Channel.values)}"
+            join_path(path, "consent"), f"unknown channel {node['consent']!r}; use one of {', '.join(Channel.values)}"
         )
     if node.get("op", "eq") != "eq":
-        raise RuleError(_join(path, "op"), "consent conditions only support 'eq'")
+        raise RuleError(join_path(path, "op"), "consent conditions only support 'eq'")
     if node.get("value") not in CONSENT_VALUES:
-        raise RuleError(_join(path, "value"), f"must be one of {', '.join(CONSENT_VALUES)}")
+        raise RuleError(join_path(path, "value"), f"must be one of {', '.join(CONSENT_VALUES)}")
 
 
 def _check_activity(node: dict, path: str, refs: list[_Ref]) -> None:
     kind = node["activity"]
     if not isinstance(kind, str) or not ACTIVITY_KIND.match(kind):
         raise RuleError(
-            _join(path, "activity"),
+            join_path(path, "activity"),
             f"bad activity kind {kind!r}: use 1-64 lower-case letters, digits, '_' and '.' (e.g. message.clicked)",
         )
     channel = node.get("channel")
     if channel is not None and channel not in Channel.values:
-        raise RuleError(_join(path, "channel"), f"unknown channel {channel!r}; use one of {', '.join(Channel.values)}")
+        raise RuleError(
+            join_path(path, "channel"), f"unknown channel {channel!r}; use one of {', '.join(Channel.values)}"
+        )
     campaign = node.get("campaign")
     if campaign is not None:
         if not _is_positive_int(campaign):
-            raise RuleError(_join(path, "campaign"), "must be a campaign id (a positive whole number)")
-        refs.append(_Ref(_join(path, "campaign"), "campaign", campaign))
+            raise RuleError(join_path(path, "campaign"), "must be a campaign id (a positive whole number)")
+        refs.append(_Ref(join_path(path, "campaign"), "campaign", campaign))
     min_count = node.get("min_count")
     if min_count is not None and not _is_positive_int(min_count):
-        raise RuleError(_join(path, "min_count"), "min_count must be a whole number of at least 1")
+        raise RuleError(join_path(path, "min_count"), "min_count must be a whole number of at least 1")
     within = node.get("within_days")
     if within is not None and not (_is_positive_int(within) and within <= MAX_DAYS):
-        raise RuleError(_join(path, "within_days"), f"within_days must be a whole number from 1 to {MAX_DAYS}")
+        raise RuleError(join_path(path, "within_days"), f"within_days must be a whole number from 1 to {MAX_DAYS}")
     if "performed" in node and not isinstance(node["performed"], bool):
-        raise RuleError(_join(path, "performed"), "performed must be true or false")
+        raise RuleError(join_path(path, "performed"), "performed must be true or false")
 
 
 def _check_condition(node: dict, path: str, type_: str, what: str) -> None:
     op = node.get("op")
     if not isinstance(op, str) or op not in OPERATORS:
-        raise RuleError(_join(path, "op"), f"unknown operator {op!r}; use one of {', '.join(OPERATORS)}")
+        raise RuleError(join_path(path, "op"), f"unknown operator {op!r}; use one of {', '.join(OPERATORS)}")
     if op not in _TYPE_OPERATORS[type_]:
         raise RuleError(
-            _join(path, "op"), f"'{op}' does not apply to {what}; use one of {', '.join(operators_for(type_))}"
+            join_path(path, "op"), f"'{op}' does not apply to {what}; use one of {', '.join(operators_for(type_))}"
         )
-    vpath = _join(path, "value")
+    vpath = join_path(path, "value")
     value = node.get("value")
     if op in PRESENCE_OPS:
         return
@@ -460,13 +465,13 @@ def _check_condition(node: dict, path: str, type_: str, what: str) -> None:
         if not isinstance(value, list) or not value:
             raise RuleError(vpath, f"'{op}' needs a non-empty list of values")
         for i, item in enumerate(value):
-            _check_scalar(item, _join(vpath, f"[{i}]"), op, type_)
+            _check_scalar(item, join_path(vpath, f"[{i}]"), op, type_)
         return
     if op == "between":
         if not isinstance(value, list) or len(value) != 2:
             raise RuleError(vpath, "'between' needs a list of two values [low, high]")
         for i, item in enumerate(value):
-            _check_scalar(item, _join(vpath, f"[{i}]"), op, type_)
+            _check_scalar(item, join_path(vpath, f"[{i}]"), op, type_)
         low, high = value
         if type_ == "attribute" and _value_kind(low) != _value_kind(high):
             raise RuleError(vpath, "'between' needs two values of the same type (numbers, dates or texts)")

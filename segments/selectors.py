@@ -16,13 +16,9 @@ from segments.models import Segment, SegmentMember
 from segments.rules import compile_rules, compile_segment_rules, explain
 
 
-def _live() -> QuerySet[Customer]:
-    return Customer.objects.filter(erased_at__isnull=True)
-
-
 def rules_customers(tree: Any, *, now: datetime | None = None) -> QuerySet[Customer]:
     """Customers an unsaved rule tree selects (API preview, UI builder); raises RuleError if invalid."""
-    return _live().filter(compile_rules(tree, now=now))
+    return Customer.objects.live().filter(compile_rules(tree, now=now))
 
 
 def rules_count(tree: Any, *, now: datetime | None = None) -> int:
@@ -33,7 +29,9 @@ def rules_count(tree: Any, *, now: datetime | None = None) -> int:
 def segment_customers(segment: Segment, *, now: datetime | None = None) -> QuerySet[Customer]:
     """The segment's audience: its member rows (static) or its rules (dynamic; RuleError if invalid)."""
     if segment.kind == Segment.Kind.STATIC:
-        return _live().filter(Exists(SegmentMember.objects.filter(segment_id=segment.pk, customer_id=OuterRef("pk"))))
+        return Customer.objects.live().filter(
+            Exists(SegmentMember.objects.filter(segment_id=segment.pk, customer_id=OuterRef("pk")))
+        )
     return rules_customers(segment.rules, now=now)
 
 
@@ -67,18 +65,22 @@ def segment_explanation(*, segment: Segment, customer: Customer, now: datetime |
     return Explanation(matched=tree["matched"], tree=tree)
 
 
-def customer_segments(customer: Customer, *, now: datetime | None = None) -> list[Segment]:
+def customer_segments(
+    customer: Customer, *, segments: list[Segment] | None = None, now: datetime | None = None
+) -> list[Segment]:
     """The segments ``customer`` is in, by name; membership of all segments is one query on their row.
 
+    ``segments`` are the candidates (default: every segment, by name) for a caller that has them loaded.
     Segments whose rules no longer validate are left out (their own page shows the error);
     an erased customer is in none.
     """
-    segments = list(Segment.objects.order_by("name", "pk"))
+    if segments is None:
+        segments = list(Segment.objects.order_by("name", "pk"))
     memberships = compile_segment_rules(segments, now=now)
     if not memberships:
         return []
     row = (
-        _live()
+        Customer.objects.live()
         .filter(pk=customer.pk)
         .values(**{f"s{pk}": ExpressionWrapper(Q(q), BooleanField()) for pk, q in memberships.items()})
         .first()

@@ -392,14 +392,12 @@ def segment_upload(request: HttpRequest, pk: int) -> HttpResponse:
             report = segment_members_upload(segment=segment, file=upload, mode=mode)
         except SegmentUploadError as exc:
             error = str(exc)
-    status = 400 if error else 200
+    context = {**_detail_context(request, segment), "report": report, "upload_error": error}
     if wants_fragment(request):
-        context = {**_detail_context(request, segment), "report": report, "upload_error": error, "oob": True}
         # htmx swaps only 2xx by default: the error is content to show, not a failure to ignore.
-        response = render(request, "segments/_upload_result.html", context)
+        response = render(request, "segments/_upload_result.html", {**context, "oob": True})
     else:
-        context = {**_detail_context(request, segment), "report": report, "upload_error": error}
-        response = render(request, "segments/detail.html", context, status=status)
+        response = render(request, "segments/detail.html", context, status=400 if error else 200)
     patch_vary_headers(response, ["HX-Request"])
     return response
 
@@ -418,7 +416,7 @@ def _explain_context(segment: Segment, customer: Customer) -> dict:
         matched=explanation.matched,
         member=explanation.member,
         erased=explanation.erased,
-        tree=readable(explanation.tree, _Names(explanation.tree)) if explanation.tree else None,
+        tree=_readable_rules(explanation.tree),
     )
     return context
 

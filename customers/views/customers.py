@@ -171,6 +171,7 @@ def customer_detail(request: HttpRequest, pk: int) -> HttpResponse:
         return response
 
     summary = selectors.customer_activity_summary(customer=customer)
+    all_segments = list(Segment.objects.order_by("name", "pk"))
     context = {
         **timeline_context,
         "attributes": _attribute_rows(customer.attributes),
@@ -179,8 +180,8 @@ def customer_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "channels": Channel.choices,
         "kinds": summary.kinds,
         "activity_total": summary.total,
-        "segments": customer_segments(customer),
-        "all_segments": Segment.objects.only("pk", "name").order_by("name"),
+        "segments": customer_segments(customer, segments=all_segments),
+        "all_segments": all_segments,
         "last_engaged": [(label, customer.last_engaged_at(value)) for value, label in Channel.choices],
     }
     response = render(request, "customers/detail.html", context)

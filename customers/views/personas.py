@@ -17,7 +17,7 @@ from django.views.decorators.http import require_POST
 from customers import selectors
 from customers.models import Channel, Persona
 from customers.services.personas import Recompute, persona_create, persona_delete, persona_update
-from segments.rules import FIELDS, RuleError, compile_rules, validate
+from segments.rules import FIELDS, RuleError, validate
 from segments.selectors import rules_count
 
 SAMPLE_SIZE = 20
@@ -199,7 +199,7 @@ def persona_detail(request: HttpRequest, slug: str) -> HttpResponse:
     persona = _get_persona_for_user(request, slug)
     rule_error = ""
     try:
-        compile_rules(persona.rules)
+        validate(persona.rules)
     except RuleError as exc:
         rule_error = str(exc)
     count = selectors.persona_members(persona=persona).count()

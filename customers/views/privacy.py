@@ -96,7 +96,7 @@ def _comparison(a: Customer, b: Customer) -> list[dict]:
 def _merge_candidates(customer: Customer, query: str) -> list[Customer]:
     if not query:
         return []
-    candidates = Customer.objects.filter(erased_at__isnull=True).exclude(pk=customer.pk)
+    candidates = Customer.objects.live().exclude(pk=customer.pk)
     # "#123" or "123" finds that customer; anything else searches names, emails and phones.
     if (pk := _parse_id(query)) is not None and (by_id := list(candidates.filter(pk=pk))):
         return by_id
@@ -107,7 +107,7 @@ def _render_merge(request: HttpRequest, customer: Customer, *, other_id: int | N
     query = request.GET.get("q", "").strip()
     other = None
     if other_id is not None:
-        other = Customer.objects.filter(pk=other_id, erased_at__isnull=True).exclude(pk=customer.pk).first()
+        other = Customer.objects.live().filter(pk=other_id).exclude(pk=customer.pk).first()
         if other is None:
             errors = [*errors, f"There is no other customer #{other_id} that can be merged."]
     context = {
