@@ -110,7 +110,7 @@ def short_link(request: HttpRequest, code: str, token: str = "") -> HttpResponse
 
 
 def _live_customer(customer_id: int) -> Customer | None:
-    return Customer.objects.filter(pk=customer_id, erased_at__isnull=True).first()
+    return Customer.objects.live().filter(pk=customer_id).first()
 
 
 def _message_brand(message_id: int | None) -> tuple[Message | None, Brand | None]:

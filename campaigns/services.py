@@ -144,9 +144,8 @@ def campaign_findings(campaign: Campaign) -> list[tuple[Finding, FindingOverride
     ]
 
 
-def _finding_sentence(campaign: Campaign, finding: Finding) -> str:
+def _finding_sentence(finding: Finding, step: Step | None) -> str:
     """The finding's message prefixed with its step (and persona), as listed when a campaign is refused."""
-    step = campaign.steps.filter(position=finding.step_position).first()
     label = _step_label(step) if step is not None else "Content"
     persona = f", persona {finding.persona}" if finding.persona else ""
     return f"{label}{persona}: {finding.message}"
@@ -155,9 +154,10 @@ def _finding_sentence(campaign: Campaign, finding: Finding) -> str:
 def _blocking_problems(campaign: Campaign) -> list[str]:
     """Structural problems, then the error findings nobody overrode (the sender is already a problem)."""
     problems = campaign_check(campaign)
+    steps = {step.position: step for step in campaign.steps.all()}
     for finding, override in campaign_findings(campaign):
         if finding.blocking and override is None and finding.rule != SENDER:
-            problems.append(_finding_sentence(campaign, finding))
+            problems.append(_finding_sentence(finding, steps.get(finding.step_position)))
     return problems
 
 
@@ -238,7 +238,7 @@ def finding_override(*, campaign: Campaign, fingerprint: str, reason: str, by) -
         campaign=campaign,
         fingerprint=fingerprint,
         rule=finding.rule,
-        message=_finding_sentence(campaign, finding),
+        message=_finding_sentence(finding, campaign.steps.filter(position=finding.step_position).first()),
         reason=reason,
         overridden_by=by,
     )

@@ -22,7 +22,7 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
-from django.db.models import Count, Exists, OuterRef, Q
+from django.db.models import Count
 from django.db.models.functions import Lower
 from django.http import HttpRequest, HttpResponse, QueryDict
 from django.shortcuts import get_object_or_404, redirect, render
@@ -31,7 +31,7 @@ from django.utils.cache import patch_vary_headers
 from django.views.decorators.http import require_POST
 
 from campaigns.content.blocks import BLOCK_TYPES
-from campaigns.content.checks import LIQUID_ERROR, Finding, check_content, check_template, graphemes, mastodon_length
+from campaigns.content.checks import LIQUID_ERROR, Finding, check_content, check_template, length_and_limit
 from campaigns.content.render import RenderedContent, render_template
 from campaigns.models import Brand, Campaign, ContentChannel, Template, TemplateVariant
 from campaigns.template_services import (
@@ -40,8 +40,8 @@ from campaigns.template_services import (
     Problem,
     TemplateInvalid,
     block_label,
-    content_problems,
     field_label,
+    template_problems,
     template_save,
 )
 from channels.test_sends import TestSendError, recipients_parse, seed_recipients, test_send
@@ -282,19 +282,8 @@ def _panel(template: Template, persona: Persona | None, values: dict, problems: 
         if "blocks" in values
         else None,
         "overrides": persona is not None and any(value is not None for value in values.values()),
-        "has_errors": bool(errors) or any(p.persona == (persona.slug if persona else "") for p in problems),
+        "has_errors": any(p.persona == (persona.slug if persona else "") for p in problems),
     }
-
-
-def _checked_personas(state: EditorState) -> list[Persona]:
-    """Personas the checks render for: those with members, and those with a variant in the editor."""
-    with_variant = [p.pk for p, fields in state.variants.items() if any(v is not None for v in fields.values())]
-    members = Customer.objects.filter(persona=OuterRef("pk"), erased_at__isnull=True)
-    return list(
-        Persona.objects.annotate(has_members=Exists(members))
-        .filter(Q(has_members=True) | Q(pk__in=with_variant))
-        .order_by("-priority", "name")
-    )
 
 
 @dataclass
@@ -307,9 +296,12 @@ class Meter:
 
 
 def _meter(template: Template, rendered: RenderedContent) -> Meter | None:
-    brand = template.brand
+    measured = length_and_limit(rendered, template.brand)
+    if measured is None:
+        return None
+    size, limit = measured
     channel = template.channel
-    if channel == ContentChannel.SMS and rendered.sms is not None:
+    if channel == ContentChannel.SMS:
         sms = rendered.sms
         per_segment = (
             (70 if sms.encoding == "UCS-2" else 160) if sms.segments <= 1 else (67 if sms.encoding == "UCS-2" else 153)
@@ -320,35 +312,18 @@ def _meter(template: Template, rendered: RenderedContent) -> Meter | None:
         cost = f" · ≈ {sms.cost} per message" if sms.cost else " · no price known for the country"
         return Meter(
             label=f"{sms.characters} characters · {sms.segments} segment{'s' if sms.segments != 1 else ''}{cost}",
-            over=sms.segments > brand.sms_max_segments,
+            over=size > limit,
             details=details,
         )
-    if channel == ContentChannel.WHATSAPP:
-        size = len(rendered.text)
-        return Meter(f"{size} / {brand.whatsapp_max_chars} characters", size > brand.whatsapp_max_chars)
-    if channel == ContentChannel.MASTODON:
-        size = mastodon_length(rendered.text)
-        return Meter(
-            f"{size} / {brand.mastodon_max_chars} characters", size > brand.mastodon_max_chars, ["a link counts 23"]
-        )
-    if channel == ContentChannel.BLUESKY:
-        size = graphemes(rendered.text)
-        return Meter(f"{size} / {brand.bluesky_max_graphemes} characters", size > brand.bluesky_max_graphemes)
-    if channel == ContentChannel.EMAIL:
-        size = len(rendered.subject)
-        return Meter(
-            f"Subject: {size} / {brand.email_subject_max_chars} characters", size > brand.email_subject_max_chars
-        )
-    return None
+    label = f"{'Subject: ' if channel == ContentChannel.EMAIL else ''}{size} / {limit} characters"
+    return Meter(label, size > limit, ["a link counts 23"] if channel == ContentChannel.MASTODON else [])
 
 
 def _checks_context(template: Template, state: EditorState) -> dict:
     """Brand checks of the (possibly unsaved) content; problems that stop it being saved come first."""
     draft = _draft(template, state)
-    problems = content_problems(template.channel, state.content)
-    for persona, fields in state.variants.items():
-        problems += content_problems(template.channel, fields, variant=True, persona=persona.slug)
-    findings = check_template(draft, brand=template.brand, personas=_checked_personas(state))
+    problems = template_problems(template, state.content, state.variants)
+    findings = check_template(draft, brand=template.brand)
     if problems:
         # A syntax error is already listed as a problem with its line and column.
         findings = [f for f in findings if f.rule != LIQUID_ERROR]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from html.parser import HTMLParser
@@ -21,10 +22,10 @@ from urllib.parse import urlsplit
 
 import regex
 from django.conf import settings
-from django.db.models import Exists, OuterRef, prefetch_related_objects
+from django.db.models import Exists, OuterRef, Q, prefetch_related_objects
 
 from campaigns.content.render import RenderedContent, render_template
-from campaigns.models import Brand, Campaign, ContentChannel, Template, TemplateVariant
+from campaigns.models import Brand, Campaign, ContentChannel, Template
 
 ERROR, WARNING = "error", "warning"
 
@@ -99,18 +100,6 @@ class Finding:
     @property
     def blocking(self) -> bool:
         return self.severity == ERROR
-
-    def as_dict(self) -> dict:
-        return {
-            "rule": self.rule,
-            "severity": self.severity,
-            "message": self.message,
-            "where": self.where,
-            "step_position": self.step_position,
-            "persona": self.persona,
-            "fingerprint": self.fingerprint,
-            "overridable": self.overridable,
-        }
 
 
 # --- HTML --------------------------------------------------------------------
@@ -311,73 +300,84 @@ def _required_phrases(rendered: RenderedContent, brand: Brand) -> list[Finding]:
     ]
 
 
+@dataclass(frozen=True)
+class _LengthLimit:
+    """How a channel's length is counted, which ``Brand`` field caps it, and what to say when it is over."""
+
+    measure: Callable[[RenderedContent], int]
+    brand_field: str
+    where: str
+    unit: str  # the finding's key: "<unit>><limit>"
+    message: str  # str.format: size, limit, over, brand, and for SMS characters and encoding
+
+
+_LENGTH_LIMITS = {
+    ContentChannel.EMAIL: _LengthLimit(
+        lambda r: len(r.subject),
+        "email_subject_max_chars",
+        "subject",
+        "subject",
+        "The subject is {size} characters, over {brand}'s limit of {limit}: "
+        "cut {over} (long subjects are clipped in the inbox).",
+    ),
+    ContentChannel.SMS: _LengthLimit(
+        lambda r: r.sms.segments,
+        "sms_max_segments",
+        "SMS text",
+        "segments",
+        "The SMS is {size} segments ({characters} {encoding} characters), "
+        "over {brand}'s limit of {limit}: shorten the text.",
+    ),
+    ContentChannel.WHATSAPP: _LengthLimit(
+        lambda r: len(r.text),
+        "whatsapp_max_chars",
+        "WhatsApp message",
+        "chars",
+        "The WhatsApp message is {size} characters, over the limit of {limit}: cut {over}.",
+    ),
+    ContentChannel.MASTODON: _LengthLimit(
+        lambda r: mastodon_length(r.text),
+        "mastodon_max_chars",
+        "post",
+        "chars",
+        "The post is {size} characters as Mastodon counts them (a link counts 23), "
+        "over the limit of {limit}: cut {over}.",
+    ),
+    ContentChannel.BLUESKY: _LengthLimit(
+        lambda r: graphemes(r.text),
+        "bluesky_max_graphemes",
+        "post",
+        "graphemes",
+        "The post is {size} characters (graphemes, as Bluesky counts them), over the limit of {limit}: cut {over}.",
+    ),
+}
+
+
+def length_and_limit(rendered: RenderedContent, brand: Brand) -> tuple[int, int] | None:
+    """The content's length as its channel's limit counts it (email: the subject; SMS: segments), and the
+    brand's limit; None when the channel has no limit or an SMS was not measured."""
+    limit = _LENGTH_LIMITS.get(rendered.channel)
+    if limit is None or (rendered.channel == ContentChannel.SMS and rendered.sms is None):
+        return None
+    return limit.measure(rendered), getattr(brand, limit.brand_field)
+
+
 def _length(rendered: RenderedContent, brand: Brand) -> list[Finding]:
-    channel = rendered.channel
-    if channel == ContentChannel.EMAIL:
-        size, limit = len(rendered.subject), brand.email_subject_max_chars
-        if size > limit:
-            return [
-                Finding(
-                    LENGTH,
-                    ERROR,
-                    f"The subject is {size} characters, over {brand.name}'s limit of {limit}: "
-                    f"cut {size - limit} (long subjects are clipped in the inbox).",
-                    "subject",
-                    key=f"subject>{limit}",
-                )
-            ]
-    elif channel == ContentChannel.SMS and rendered.sms is not None:
-        sms, limit = rendered.sms, brand.sms_max_segments
-        if sms.segments > limit:
-            return [
-                Finding(
-                    LENGTH,
-                    ERROR,
-                    f"The SMS is {sms.segments} segments ({sms.characters} {sms.encoding} characters), "
-                    f"over {brand.name}'s limit of {limit}: shorten the text.",
-                    "SMS text",
-                    key=f"segments>{limit}",
-                )
-            ]
-    elif channel == ContentChannel.WHATSAPP:
-        size, limit = len(rendered.text), brand.whatsapp_max_chars
-        if size > limit:
-            return [
-                Finding(
-                    LENGTH,
-                    ERROR,
-                    f"The WhatsApp message is {size} characters, over the limit of {limit}: cut {size - limit}.",
-                    "WhatsApp message",
-                    key=f"chars>{limit}",
-                )
-            ]
-    elif channel == ContentChannel.MASTODON:
-        size, limit = mastodon_length(rendered.text), brand.mastodon_max_chars
-        if size > limit:
-            return [
-                Finding(
-                    LENGTH,
-                    ERROR,
-                    f"The post is {size} characters as Mastodon counts them (a link counts 23), "
-                    f"over the limit of {limit}: cut {size - limit}.",
-                    "post",
-                    key=f"chars>{limit}",
-                )
-            ]
-    elif channel == ContentChannel.BLUESKY:
-        size, limit = graphemes(rendered.text), brand.bluesky_max_graphemes
-        if size > limit:
-            return [
-                Finding(
-                    LENGTH,
-                    ERROR,
-                    f"The post is {size} characters (graphemes, as Bluesky counts them), "
-                    f"over the limit of {limit}: cut {size - limit}.",
-                    "post",
-                    key=f"graphemes>{limit}",
-                )
-            ]
-    return []
+    measured = length_and_limit(rendered, brand)
+    if measured is None or measured[0] <= measured[1]:
+        return []
+    size, limit = measured
+    rule = _LENGTH_LIMITS[rendered.channel]
+    sms = rendered.sms
+    message = rule.message.format(
+        size=size,
+        limit=limit,
+        over=size - limit,
+        brand=brand.name,
+        characters=sms.characters if sms else "",
+        encoding=sms.encoding if sms else "",
+    )
+    return [Finding(LENGTH, ERROR, message, rule.where, key=f"{rule.unit}>{limit}")]
 
 
 def _sms_encoding(rendered: RenderedContent) -> list[Finding]:
@@ -589,13 +589,16 @@ def check_content(rendered: RenderedContent, *, brand: Brand, template: Template
 
 
 def _personas_to_check(template: Template):
-    """Personas with a variant of ``template`` or with members, by priority: each gets its own rendering."""
+    """Personas with a variant of ``template`` or with members, by priority: each gets its own rendering.
+
+    The variants are read from ``template.variants.all()``, prefetched by ``check_template`` (or held in
+    memory by an unsaved draft, such as the editor's), so a variant typed but not saved counts too.
+    """
     from customers.models import Customer, Persona
 
-    wanted = Exists(Customer.objects.filter(persona=OuterRef("pk"), erased_at__isnull=True))
-    if template.pk:
-        wanted |= Exists(TemplateVariant.objects.filter(template=template, persona=OuterRef("pk")))
-    return list(Persona.objects.filter(wanted))
+    with_variant = [variant.persona_id for variant in template.variants.all()] if template.pk else []
+    members = Exists(Customer.objects.live().filter(persona=OuterRef("pk")))
+    return list(Persona.objects.filter(members | Q(pk__in=with_variant)))
 
 
 def _dedupe_key(finding: Finding) -> tuple[str, str]:
@@ -603,13 +606,14 @@ def _dedupe_key(finding: Finding) -> tuple[str, str]:
 
 
 def check_template(
-    template: Template, *, brand: Brand | None = None, campaign: Campaign | None = None, personas=None
+    template: Template, *, brand: Brand | None = None, campaign: Campaign | None = None
 ) -> list[Finding]:
     """Findings for ``template`` rendered for a sample customer and for each persona that could receive it.
 
     A persona's rendering only adds the findings the generic one does not have
     (its variant's own content, or its sample customer's data); those carry the
-    persona's name. ``personas`` (optional) replaces the personas looked up.
+    persona's name. ``template`` may be an unsaved draft whose variants are
+    already in its prefetch cache.
     """
     brand = brand or (campaign.brand if campaign is not None else template.brand)
     if brand.pk:
@@ -618,7 +622,7 @@ def check_template(
         prefetch_related_objects([template], "variants")  # one query for every persona's rendering
     findings = check_content(render_template(template, brand=brand, campaign=campaign), brand=brand, template=template)
     generic = {_dedupe_key(f) for f in findings}
-    for persona in _personas_to_check(template) if personas is None else personas:
+    for persona in _personas_to_check(template):
         rendered = render_template(template, brand=brand, campaign=campaign, persona=persona)
         seen = set(generic)
         for finding in check_content(rendered, brand=brand, template=template):
@@ -632,7 +636,7 @@ def check_template(
 def check_campaign(campaign: Campaign) -> list[Finding]:
     """``check_template`` over every step of ``campaign``, in the campaign's brand; each finding names its step."""
     findings = []
-    steps = campaign.steps.select_related("template").order_by("position")
+    steps = campaign.steps.select_related("template").prefetch_related("template__variants").order_by("position")
     for step in steps:
         for finding in check_template(step.template, brand=campaign.brand, campaign=campaign):
             findings.append(replace(finding, step_position=step.position))

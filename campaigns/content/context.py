@@ -208,12 +208,7 @@ def unknown_variables(uses: Iterable[VariableUse]) -> list[VariableUse]:
 def sample_customer(persona: Persona | None = None) -> Customer:
     """A customer to preview content with: a real one of ``persona`` if any, else a made-up (unsaved) one."""
     if persona is not None:
-        real = (
-            Customer.objects.filter(persona=persona, erased_at__isnull=True)
-            .exclude(first_name="")
-            .order_by("pk")
-            .first()
-        )
+        real = Customer.objects.live().filter(persona=persona).exclude(first_name="").order_by("pk").first()
         if real is not None:
             real.persona = persona
             return real

@@ -192,9 +192,7 @@ class Command(BaseCommand):
         else:
             self._load(customers)
         # Stats first: the personas' rules read them.
-        customer_stats_refresh(
-            customer_ids=Customer.objects.filter(erased_at__isnull=True).values_list("pk", flat=True)
-        )
+        customer_stats_refresh(customer_ids=Customer.objects.live().values_list("pk", flat=True))
         self._personas()
         self._variants()
         personas_assign()
