@@ -2,9 +2,11 @@ from __future__ import annotations
 
 import hashlib
 
+from django.core.validators import MinValueValidator
 from django.db import models
 from django.utils import timezone
 
+from campaigns.models import ContentChannel
 from customers.models import Channel
 
 
@@ -89,9 +91,11 @@ class ProviderEvent(models.Model):
     class Provider(models.TextChoices):
         SENDGRID = "sendgrid", "SendGrid"
         TWILIO = "twilio", "Twilio"
+        MASTODON = "mastodon", "Mastodon"
+        BLUESKY = "bluesky", "Bluesky"
 
     provider = models.CharField(max_length=16, choices=Provider.choices)
-    kind = models.CharField(max_length=16, help_text="status or inbound")
+    kind = models.CharField(max_length=16, help_text="status, inbound, reply or mention")
     dedupe_key = models.CharField(max_length=200)
     payload = models.JSONField()
     received_at = models.DateTimeField(default=timezone.now)
@@ -157,3 +161,96 @@ class Suppression(models.Model):
     def address_hash_for(address: str) -> str:
         """Hash of an already-normalised address (email, E.164 phone or social handle)."""
         return hashlib.sha256(address.strip().lower().encode()).hexdigest()
+
+
+class WebhookDelivery(models.Model):
+    """One verified webhook request, stored whole before it is answered.
+
+    A SendGrid batch of thousands of events is acknowledged after one INSERT;
+    a task splits it into ``ProviderEvent`` rows (deduplicated) and applies them.
+    """
+
+    provider = models.CharField(max_length=16, choices=ProviderEvent.Provider.choices)
+    kind = models.CharField(max_length=16)
+    body = models.TextField()
+    received_at = models.DateTimeField(default=timezone.now)
+    processed_at = models.DateTimeField(null=True, blank=True)
+    error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-received_at", "-id"]
+        verbose_name_plural = "webhook deliveries"
+
+    def __str__(self) -> str:
+        return f"{self.provider} {self.kind} at {self.received_at:%Y-%m-%d %H:%M:%S}"
+
+
+class SenderRateLimit(models.Model):
+    """How many messages per second one sender may send, across all workers.
+
+    A Twilio long code takes 1 per second, a short code 100; a sender with no
+    row here is not throttled by Chorus.
+    """
+
+    channel = models.CharField(max_length=16, choices=ContentChannel.choices)
+    sender = models.CharField(
+        max_length=254, help_text="The from number, Messaging Service SID, from address or account handle."
+    )
+    per_second = models.PositiveIntegerField(validators=[MinValueValidator(1)], help_text="Messages per second.")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["channel", "sender"]
+        constraints = [models.UniqueConstraint(fields=["channel", "sender"], name="sender_rate_limit_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.get_channel_display()} {self.sender}: {self.per_second}/s"
+
+
+class RateLimitSlot(models.Model):
+    """The database rate limiter's state (the embedded default; Redis keeps it otherwise):
+    the earliest Unix time the next message of ``key`` may go."""
+
+    key = models.CharField(max_length=300, primary_key=True)
+    next_at = models.FloatField(default=0.0)
+
+    def __str__(self) -> str:
+        return f"{self.key} at {self.next_at}"
+
+
+class SocialPost(models.Model):
+    """A social step of a campaign run, published once on the brand's account.
+
+    Engagement (likes, reposts, replies) is polled from the network and kept
+    here; replies and mentions from customers land on their timelines.
+    """
+
+    class Status(models.TextChoices):
+        PUBLISHING = "publishing", "Publishing"
+        PUBLISHED = "published", "Published"
+        FAILED = "failed", "Failed"
+
+    run = models.ForeignKey("campaigns.CampaignRun", on_delete=models.CASCADE, related_name="social_posts")
+    step = models.ForeignKey("campaigns.Step", on_delete=models.CASCADE, related_name="social_posts")
+    network = models.CharField(max_length=16, choices=ContentChannel.choices)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PUBLISHING)
+    account = models.CharField(max_length=254, blank=True, help_text="The brand account posted as.")
+    text = models.TextField(blank=True)
+    # Mastodon status id, or Bluesky at:// URI (with its CID).
+    provider_post_id = models.CharField(max_length=300, blank=True)
+    provider_cid = models.CharField(max_length=100, blank=True)
+    url = models.URLField(max_length=500, blank=True)
+    error = models.TextField(blank=True)
+    likes = models.PositiveIntegerField(default=0)
+    reposts = models.PositiveIntegerField(default=0)
+    replies = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(default=timezone.now)
+    published_at = models.DateTimeField(null=True, blank=True)
+    engagement_checked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [models.UniqueConstraint(fields=["step", "run"], name="social_post_once_per_step_run")]
+
+    def __str__(self) -> str:
+        return f"{self.get_network_display()} post for {self.step} ({self.status})"

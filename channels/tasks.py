@@ -46,5 +46,5 @@ def provider_event_process(event_id: int) -> None:
 
 
 @shared_task(autoretry_for=(requests.RequestException,), retry_backoff=2, max_retries=8, queue=Queue.DEFAULT.value)
-def sandbox_emit_events(sandbox_message_id: int) -> None:
-    sandbox.sandbox_events_emit(sandbox_message_id=sandbox_message_id)
+def sandbox_emit_events(sandbox_message_ids: list[int]) -> None:
+    sandbox.sandbox_events_emit(sandbox_message_ids=sandbox_message_ids)

@@ -1,4 +1,4 @@
-"""Sending messages and turning provider events into status and timeline.
+"""Sending messages: claim, re-check, render, call the adapter, record the result.
 
 This module is the only caller of channel adapters.
 """
@@ -7,35 +7,21 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from datetime import datetime
 
-from django.db import IntegrityError, transaction
-from django.db.models import Case, F, Value, When
-from django.db.models.functions import Greatest
+from django.db import transaction
+from django.db.models import F
 from django.utils import timezone
 
 from campaigns.content.liquid import ContentError
 from campaigns.content.render import render_template
 from channels.adapters import ChannelError, Outbound, SendResult, adapter_for
-from channels.models import Message, ProviderEvent
-from channels.providers import EVENT_PARSERS, HELP_WORDS, bare_number, twilio_keyword
-from channels.suppression import suppressed_addresses, suppression_add
-from customers.models import Activity, Consent, Customer
-from customers.services import consent_record
-from customers.services.activities import activity_record
+from channels.models import Message
+from channels.services.status import advance
+from channels.suppression import suppressed_addresses
+from customers.models import Activity, Customer
 
 logger = logging.getLogger(__name__)
 S = Message.Status
-
-_TIMESTAMP = {
-    S.SENT: "sent_at",
-    S.DELIVERED: "delivered_at",
-    S.OPENED: "opened_at",
-    S.CLICKED: "clicked_at",
-    S.FAILED: "failed_at",
-    S.BOUNCED: "failed_at",
-    S.UNDELIVERED: "failed_at",
-}
 
 
 class TransientSendError(Exception):
@@ -47,9 +33,6 @@ class TransientSendError(Exception):
     def __init__(self, message: str, *, retry_after: float | None = None):
         super().__init__(message)
         self.retry_after = retry_after
-
-
-# --- sending -------------------------------------------------------------------
 
 
 def skip_reason(customer: Customer, address: str | None, consented: set[int], suppressed: set[str]) -> str:
@@ -106,7 +89,7 @@ def _finish(
     fields = {name: value for name, value in details.items() if value}
     fields["error"] = error[:2000]  # a success after a transient error clears it
     Message.objects.filter(pk__in=[m.pk for m in messages]).exclude(status=S.SKIPPED).update(
-        **fields, **_advance(status, now)
+        **fields, **advance(status, now)
     )
     kind = {
         S.SENT: Activity.Kind.MESSAGE_SENT,
@@ -231,129 +214,3 @@ def _send_channel(channel: str, messages: list[Message], final_attempt: bool) ->
                 wait = max(wait or 0.0, result.error.retry_after or 0.0)
     Activity.objects.bulk_create(activities)
     return wait
-
-
-# --- results back --------------------------------------------------------------
-
-
-def _advance(status: str, at: datetime) -> dict:
-    """UPDATE expressions that move a message to ``status`` unless it is already past it.
-
-    Timestamps keep the earliest time seen, so events applied in any order and
-    any number of times leave the same row.
-    """
-    rank = Message.RANK[status]
-    fields = {
-        "status": Case(When(rank__lt=rank, then=Value(status)), default=F("status")),
-        "rank": Greatest(F("rank"), Value(rank)),
-        "updated_at": Value(timezone.now()),
-    }
-    if ts := _TIMESTAMP.get(status):
-        fields[ts] = Case(
-            When(**{f"{ts}__isnull": True}, then=Value(at)), When(**{f"{ts}__gt": at}, then=Value(at)), default=F(ts)
-        )
-    return fields
-
-
-def message_advance(*, message: Message, status: str, at: datetime) -> None:
-    """Record that ``message`` reached ``status`` at ``at``; never moves backwards. Skipped is final."""
-    Message.objects.filter(pk=message.pk).exclude(status=S.SKIPPED).update(**_advance(status, at))
-
-
-def provider_events_record(*, provider: str, kind: str, events: list[tuple[str, dict]]) -> list[int]:
-    """Store verified events raw (once per dedupe key) and enqueue their processing."""
-    from channels.tasks import provider_event_process
-
-    new_ids = []
-    with transaction.atomic():
-        for dedupe_key, payload in events:
-            try:
-                with transaction.atomic():
-                    event = ProviderEvent.objects.create(
-                        provider=provider, kind=kind, dedupe_key=dedupe_key[:200], payload=payload
-                    )
-            except IntegrityError:
-                continue  # the same event delivered again
-            new_ids.append(event.pk)
-        transaction.on_commit(lambda: [provider_event_process.delay(pk) for pk in new_ids])
-    return new_ids
-
-
-def provider_event_process(*, event_id: int) -> None:
-    """Apply one stored event to its message and the customer's timeline, once."""
-    with transaction.atomic():
-        event = ProviderEvent.objects.select_for_update().filter(pk=event_id, processed_at=None).first()
-        if event is None:
-            return
-        outcome = EVENT_PARSERS[(event.provider, event.kind)](event.payload)
-        message = None
-        if outcome.message_lookup:
-            message = Message.objects.filter(**outcome.message_lookup).select_related("step", "customer").first()
-        customer = message.customer if message else outcome.customer
-        if outcome.status and message:
-            message_advance(message=message, status=outcome.status, at=outcome.at)
-        if outcome.suppress:
-            # Only a hash is kept, so this holds for erased customers too.
-            address, reason = outcome.suppress
-            suppression_add(addresses=[address or (message.to_address if message else "")], reason=reason)
-        if customer and customer.erased_at:
-            # A late webhook about an erased customer moves the message's status (reports
-            # keep their counts) but leaves no personal data: not on the timeline, not in the ledger.
-            ProviderEvent.objects.filter(pk=event.pk).update(
-                processed_at=timezone.now(), message=message, payload={"erased": True}, error=""
-            )
-            return
-        if outcome.activity and customer:
-            # Through the timeline service, so last_engaged_<channel>_at stays current.
-            activity_record(
-                customer=customer,
-                kind=outcome.activity,
-                channel=outcome.channel or (message.channel if message else ""),
-                campaign_id=message.step.campaign_id if message else outcome.campaign_id,
-                message=message,
-                occurred_at=outcome.at,
-                properties={**outcome.properties, "provider_event": event.pk},
-            )
-        if outcome.consent and customer:
-            # Serialise consent changes per customer, so two opt-outs processed at once
-            # put one "consent changed" on the timeline, not two.
-            Customer.objects.select_for_update().filter(pk=customer.pk).values_list("pk").first()
-            consent_record(
-                customer=customer,
-                channel=outcome.channel or message.channel,
-                status=outcome.consent,
-                source=Consent.Source.SMS_KEYWORD if event.provider == "twilio" else Consent.Source.PROVIDER_EVENT,
-                # Takes effect when we learn of it, so an opt-out always
-                # outranks an earlier opt-in; the provider's time is evidence.
-                evidence={"provider_event": event.pk, "event_at": outcome.at.isoformat(), **outcome.properties},
-            )
-        error = outcome.error or ("" if (message or customer) else "No matching message or customer.")
-        ProviderEvent.objects.filter(pk=event.pk).update(processed_at=timezone.now(), message=message, error=error)
-
-
-def twilio_help_reply(params: dict) -> str:
-    """The automatic answer to a HELP / INFO reply, or "" for any other message.
-
-    Names the brand that last messaged the sender (the first brand if none has)
-    and its support contact (reply-to address, else the from address).
-    """
-    from campaigns.models import Brand
-
-    if twilio_keyword(params) not in HELP_WORDS:
-        return ""
-    number = bare_number(str(params.get("From", "")))
-    brand_id = (
-        Message.objects.filter(customer__phone=number)
-        .order_by("-created_at", "-id")
-        .values_list("step__campaign__brand_id", flat=True)
-        .first()
-        if number
-        else None
-    )
-    brand = Brand.objects.filter(pk=brand_id).first() or Brand.objects.order_by("pk").first()
-    if brand is None:
-        return ""
-    contact = brand.email_reply_to or brand.email_from_address
-    text = f"{brand.name}: for help"
-    text += f" contact {contact}." if contact else " reply to this message."
-    return text + " Reply STOP to opt out."
