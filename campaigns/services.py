@@ -24,11 +24,13 @@ from django.utils import timezone
 
 from campaigns.content.checks import SENDER, Finding, check_campaign
 from campaigns.models import (
+    CONSENT_CHANNEL,
     Brand,
     BrandChange,
     Campaign,
     CampaignEvent,
     CampaignRun,
+    ContentChannel,
     Enrollment,
     FindingOverride,
     Step,
@@ -317,7 +319,13 @@ def enrollments_dispatch(*, limit: int | None = None, now: datetime | None = Non
     Each (step, run, customer) gets at most one message: the unique constraint
     backs up the row locks. Send tasks are enqueued only after commit. Returns
     how many were claimed.
+
+    A Mastodon or Bluesky step also publishes one post per run on the brand's
+    account (``social_posts_create``: the post is created here, published by a
+    task). Mastodon steps direct-message the customers with a handle; Bluesky
+    steps are the post alone, so their enrollments advance with no message.
     """
+    from channels.services.social import social_posts_create
     from channels.tasks import messages_enqueue
 
     limit = limit or settings.CHORUS_DISPATCH_BATCH
@@ -336,8 +344,13 @@ def enrollments_dispatch(*, limit: int | None = None, now: datetime | None = Non
         for step in Step.objects.filter(campaign_id__in=campaign_ids).order_by("position"):
             steps[step.campaign_id].append(step)
         customer_ids = [e.customer_id for e in due]
+        # Keyed by the step's channel; Mastodon and Bluesky share the social consent.
         consented = {
-            channel: set(Customer.objects.filter(pk__in=customer_ids).consented(channel).values_list("pk", flat=True))
+            channel: set(
+                Customer.objects.filter(pk__in=customer_ids)
+                .consented(CONSENT_CHANNEL.get(channel, channel))
+                .values_list("pk", flat=True)
+            )
             for channel in {s.channel for campaign_steps in steps.values() for s in campaign_steps}
         }
         # One query for the whole batch: every address this dispatch would write to.
@@ -346,24 +359,28 @@ def enrollments_dispatch(*, limit: int | None = None, now: datetime | None = Non
         )
 
         messages = []
+        posts = set()
         for enrollment in due:
             campaign_steps = steps[enrollment.run.campaign_id]
             step = campaign_steps[enrollment.step_position]
-            address = enrollment.customer.address_for(step.channel) or ""
-            skip = skip_reason(enrollment.customer, address, consented[step.channel], suppressed)
-            messages.append(
-                Message(
-                    run=enrollment.run,
-                    step=step,
-                    customer=enrollment.customer,
-                    channel=step.channel,
-                    to_address=address,
-                    status=Message.Status.SKIPPED if skip else Message.Status.QUEUED,
-                    rank=Message.RANK[Message.Status.SKIPPED if skip else Message.Status.QUEUED],
-                    skip_reason=skip,
-                    created_at=now,
+            if step.channel in (ContentChannel.MASTODON, ContentChannel.BLUESKY):
+                posts.add((step.pk, enrollment.run_id, step.channel))
+            if step.channel != ContentChannel.BLUESKY:  # a Bluesky step is its post alone
+                address = enrollment.customer.address_for(step.channel) or ""
+                skip = skip_reason(enrollment.customer, address, consented[step.channel], suppressed)
+                messages.append(
+                    Message(
+                        run=enrollment.run,
+                        step=step,
+                        customer=enrollment.customer,
+                        channel=step.channel,
+                        to_address=address,
+                        status=Message.Status.SKIPPED if skip else Message.Status.QUEUED,
+                        rank=Message.RANK[Message.Status.SKIPPED if skip else Message.Status.QUEUED],
+                        skip_reason=skip,
+                        created_at=now,
+                    )
                 )
-            )
             if enrollment.step_position + 1 < len(campaign_steps):
                 enrollment.step_position += 1
                 enrollment.next_action_at = now + campaign_steps[enrollment.step_position].delay
@@ -394,6 +411,7 @@ def enrollments_dispatch(*, limit: int | None = None, now: datetime | None = Non
                     )
                 )
         Activity.objects.bulk_create(skipped)
+        social_posts_create(pairs=posts, now=now)
         transaction.on_commit(lambda: messages_enqueue(queued))
     return len(due)
 

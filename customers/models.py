@@ -129,6 +129,11 @@ class Customer(models.Model):
             return self.phone
         if channel == Channel.SOCIAL:
             return self.mastodon_handle or self.bluesky_handle
+        # The social networks' content channels (campaigns.ContentChannel), which share the social consent.
+        if channel == "mastodon":
+            return self.mastodon_handle
+        if channel == "bluesky":
+            return self.bluesky_handle
         return None
 
 
@@ -216,6 +221,7 @@ class Activity(models.Model):
         MESSAGE_REPLIED = "message.replied"
         MESSAGE_UNSUBSCRIBED = "message.unsubscribed"
         MESSAGE_COMPLAINED = "message.complained"
+        SOCIAL_MENTIONED = "social.mentioned"
         CONSENT_CHANGED = "consent.changed"
         PURCHASE = "purchase"
 

@@ -5,10 +5,13 @@ tests). It checks credentials and payloads like the provider, records what it
 receives (the "Sandbox outbox"), then plays back signed webhooks to
 ``CHORUS_PUBLIC_URL`` exactly as the provider would.
 
-One module per provider API (``sendgrid``, ``twilio``); ``faults`` makes any of
-them answer 429 or 5xx on demand; ``playback`` posts the providers' webhooks.
+One module per provider API (``sendgrid``, ``twilio``, ``mastodon``,
+``bluesky``); ``faults`` makes any of them answer 429 or 5xx on demand;
+``playback`` posts SendGrid's and Twilio's webhooks with the outcomes drawn from
+``CHORUS_SANDBOX_PLAYBACK``; ``engagement`` makes up the likes, reposts, replies
+and mentions the social networks report when polled.
 
-Outcomes are chosen by address, so demos and tests can ask for them:
+Some outcomes are chosen by address, so demos and tests can ask for them:
 email to a local part starting with ``bounce`` bounces; Twilio's magic test
 numbers +15005550001 (invalid) and +15005550009 (not SMS-capable) are refused.
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from django.conf import settings
 
-FAULT_PROVIDERS = ("sendgrid", "twilio")
+FAULT_PROVIDERS = ("sendgrid", "twilio", "mastodon", "bluesky")
 
 
 @dataclass
