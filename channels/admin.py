@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from channels.models import Message, ProviderEvent, SandboxMessage
+from channels.models import Message, ProviderEvent, SandboxMessage, SenderRateLimit
 
 
 @admin.register(Message)
@@ -26,3 +26,17 @@ class ProviderEventAdmin(admin.ModelAdmin):
 class SandboxMessageAdmin(admin.ModelAdmin):
     list_display = ("created_at", "provider", "to_address", "subject", "outcome", "events_sent_at")
     list_filter = ("provider", "outcome")
+
+
+@admin.register(SenderRateLimit)
+class SenderRateLimitAdmin(admin.ModelAdmin):
+    """Messages per second per sender, enforced across all workers (senders without a row are not throttled).
+
+    Workers re-read the limits every ``CHORUS_RATE_LIMIT_CACHE_SECONDS``, so a change applies within seconds.
+    """
+
+    list_display = ("channel", "sender", "per_second", "created_at")
+    list_editable = ("per_second",)
+    list_filter = ("channel",)
+    search_fields = ("sender",)
+    fields = ("channel", "sender", "per_second")

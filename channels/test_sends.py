@@ -18,6 +18,7 @@ from django.core.exceptions import ValidationError
 from campaigns.content.render import render_template
 from campaigns.models import Campaign, ContentChannel, Template
 from channels.adapters import ChannelError, Outbound, adapter_for
+from channels.ratelimit import send_throttled
 from customers.identity import normalize_bluesky, normalize_email, normalize_mastodon, normalize_phone
 
 logger = logging.getLogger(__name__)
@@ -154,7 +155,7 @@ def test_send(
         for address in recipients
     ]
     try:
-        sent = adapter.send(outbound)
+        sent = send_throttled(adapter, outbound)
     except ChannelError as exc:
         # The provider refused the whole call (credentials, outage): every recipient failed alike.
         results = [TestSendResult(address, ok=False, error=exc.message) for address in recipients]

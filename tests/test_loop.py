@@ -6,16 +6,8 @@ customer -> segment -> campaign -> beat tick -> dispatch -> SendGrid/Twilio SDKs
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import time
-from pathlib import Path
-
 import django.apps
 import pytest
-from django.conf import settings
-from django.db import connection
 from django.urls import reverse
 from django.utils import timezone
 
@@ -26,67 +18,17 @@ from channels.models import Message, SandboxMessage
 from config.celery import app as celery_app
 from customers.models import Activity
 from tests.factories import CustomerFactory, UserFactory, two_channel_campaign
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def database_url() -> str:
-    db = connection.settings_dict
-    if db["ENGINE"].endswith("sqlite3"):
-        return f"sqlite:///{db['NAME']}"
-    auth = db["USER"] + (f":{db['PASSWORD']}" if db["PASSWORD"] else "")
-    return f"postgres://{auth}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+from tests.workers import celery_worker, wait_for
 
 
 @pytest.fixture
 def worker(sandbox, tmp_path):
     """``celery worker -B`` on every queue, against this test's database and server."""
     celery_app.control.purge()
-    keep = {k: v for k, v in os.environ.items() if not k.startswith(("SENDGRID_", "TWILIO_", "CHORUS_"))}
-    env = {
-        **keep,
-        "DATABASE_URL": database_url(),
-        "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
-        "CHORUS_DATA_DIR": str(settings.DATA_DIR),
-        "CHORUS_PUBLIC_URL": sandbox.url,
-        "CHORUS_SANDBOX_EVENT_DELAY": "0",
-    }
-    log = (tmp_path / "worker.log").open("w")
-    command = [
-        sys.executable, "-m", "celery", "-A", "config", "worker", "-B",
-        "-Q", "default,email,sms,social", "--concurrency", "2", "--loglevel", "INFO",
-        "-s", str(tmp_path / "beat-schedule"),
-    ]  # fmt: skip
-    process = subprocess.Popen(
-        command,
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    yield process
-    process.terminate()
-    try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        process.kill()
-    log.close()
-    if connection.vendor == "postgresql":
-        # A killed worker child can leave its session behind; the test DB must drop.
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
-            )
-
-
-def wait_for(condition, *, timeout: float, what: str, log: Path):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.5)
-    pytest.fail(f"Timed out after {timeout:.0f}s waiting for {what}.\nWorker log:\n{log.read_text()[-5000:]}")
+    with celery_worker(
+        sandbox=sandbox, log=tmp_path / "worker.log", beat_schedule=tmp_path / "beat-schedule"
+    ) as process:
+        yield process
 
 
 @pytest.mark.worker
@@ -107,12 +49,14 @@ def test_scheduled_two_channel_campaign_is_delivered_once_per_step_to_consenting
     def all_delivered() -> bool:
         return Message.objects.filter(run__campaign=campaign, status="delivered").count() >= expected_delivered
 
-    wait_for(all_delivered, timeout=120, what=f"{expected_delivered} delivered messages", log=tmp_path / "worker.log")
+    wait_for(
+        all_delivered, timeout=120, what=f"{expected_delivered} delivered messages", logs=[tmp_path / "worker.log"]
+    )
     wait_for(
         lambda: Campaign.objects.get(pk=campaign.pk).state == "completed",
         timeout=30,
         what="the campaign to complete",
-        log=tmp_path / "worker.log",
+        logs=[tmp_path / "worker.log"],
     )
 
     messages = Message.objects.filter(run__campaign=campaign)

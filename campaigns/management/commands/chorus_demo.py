@@ -30,7 +30,7 @@ from campaigns.models import (
     Template,
     TemplateVariant,
 )
-from channels.models import Message
+from channels.models import Message, SenderRateLimit
 from config.roles import ADMIN
 from customers.models import Activity, Consent, Customer, Persona
 from customers.services.activities import customer_stats_refresh
@@ -245,6 +245,8 @@ class Command(BaseCommand):
             seed_list="marketing@northwind.example\n+48600999001",
         )
         RequiredPhrase.objects.create(brand=brand, channel="sms", phrase=SMS_OPT_OUT)
+        # The demo SMS sender sends at most 10 per second, across all workers (see the admin).
+        SenderRateLimit.objects.get_or_create(channel="sms", sender=brand.sms_sender, defaults={"per_second": 10})
         for country, price, currency in SMS_PRICES:
             SmsPrice.objects.get_or_create(country=country, defaults={"price_per_segment": price, "currency": currency})
         return brand
