@@ -39,6 +39,8 @@ ROLE_PERMISSIONS: dict[str, dict[tuple[str, str], tuple[str, ...]]] = {
         ("campaigns", "step"): _ALL_ACTIONS,
         ("campaigns", "template"): _ALL_ACTIONS,
         ("campaigns", "templatevariant"): _ALL_ACTIONS,
+        # Retrying failed deliveries by hand (the Failed deliveries page).
+        ("channels", "message"): ("view", "change"),
     },
     ANALYST: {(app, "*"): ("view",) for app in _APPS},
 }

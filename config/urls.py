@@ -19,6 +19,7 @@ urlpatterns = [
     path("customers/", include("customers.urls")),
     path("segments/", include("segments.urls")),
     path("outbox/", include("channels.outbox_urls")),
+    path("deliveries/", include("channels.delivery_urls")),
     path("", include("campaigns.public_urls")),
 ]
 if settings.CHORUS_SANDBOX:

@@ -1,0 +1,129 @@
+"""Reads for the channel pages: the sandbox outbox and the failed deliveries."""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qs, urlsplit
+
+from django.db.models import Count, F, Q, QuerySet
+
+from campaigns.models import Campaign
+from channels.models import Message, ProviderEvent, SandboxMessage
+
+S = Message.Status
+
+# The outbox's tabs: which sandbox requests belong to which channel.
+OUTBOX_CHANNELS = {
+    "email": ("Email", Q(provider="sendgrid")),
+    "sms": ("SMS", Q(provider="twilio") & ~Q(to_address__startswith="whatsapp:")),
+    "whatsapp": ("WhatsApp", Q(provider="twilio", to_address__startswith="whatsapp:")),
+    "mastodon": ("Mastodon", Q(provider="mastodon")),
+    "bluesky": ("Bluesky", Q(provider="bluesky")),
+}
+# Failed and undelivered messages can be retried. A bounce is not listed: it is the
+# address's fault, the address is suppressed, and a retry would only be skipped.
+RETRYABLE = (S.FAILED, S.UNDELIVERED)
+
+
+def sandbox_channel(message: SandboxMessage) -> str:
+    """The channel of a sandbox request: email, sms, whatsapp (Twilio's ``whatsapp:`` prefix), or the network."""
+    if message.provider == "sendgrid":
+        return "email"
+    if message.provider == "twilio":
+        return "whatsapp" if message.to_address.startswith("whatsapp:") else "sms"
+    return message.provider
+
+
+def email_as_received(request: dict, subject: str = "") -> dict[str, str]:
+    """An email's subject, HTML and text parts as its recipient gets them: the personalization's
+    ``substitutions`` (SendGrid's per-recipient tags) applied, longest tag first."""
+    substitutions: dict[str, str] = {}
+    for personalization in request.get("personalizations") or []:
+        substitutions.update(personalization.get("substitutions") or {})
+    tags = sorted(substitutions, key=len, reverse=True)
+
+    def substitute(value: str) -> str:
+        for tag in tags:
+            value = value.replace(tag, str(substitutions[tag]))
+        return value
+
+    if "content" not in request and (first := request.get("sandbox_content_of")):
+        # The sandbox keeps a request's content once, with its first recipient.
+        shared = SandboxMessage.objects.filter(provider_message_id=first).values_list("request", flat=True).first()
+        request = {**request, "content": (shared or {}).get("content")}
+    parts = {str(c.get("type")): str(c.get("value", "")) for c in request.get("content") or [] if isinstance(c, dict)}
+    return {
+        "subject": substitute(subject),
+        "html": substitute(parts.get("text/html", "")),
+        "text": substitute(parts.get("text/plain", "")),
+    }
+
+
+def outbox_messages(*, channel: str = "", query: str = "") -> QuerySet[SandboxMessage]:
+    """Sandbox requests, newest first, of one channel (all if empty), matching ``query``
+    in the recipient, subject or body."""
+    messages = SandboxMessage.objects.order_by("-created_at", "-id")
+    if channel:
+        messages = messages.filter(OUTBOX_CHANNELS[channel][1])
+    if query:
+        messages = messages.filter(
+            Q(to_address__icontains=query) | Q(subject__icontains=query) | Q(body__icontains=query)
+        )
+    return messages
+
+
+def outbox_counts() -> dict[str, int]:
+    """How many requests each outbox tab holds, in one query."""
+    counts = SandboxMessage.objects.aggregate(
+        **{channel: Count("pk", filter=q) for channel, (_, q) in OUTBOX_CHANNELS.items()}
+    )
+    return {channel: counts[channel] or 0 for channel in OUTBOX_CHANNELS}
+
+
+def chorus_message_id(message: SandboxMessage) -> int | None:
+    """The Chorus ``Message`` a sandbox request carried: SendGrid's custom arg, Twilio's status callback."""
+    if message.provider == "sendgrid":
+        value = str((message.request.get("custom_args") or {}).get("chorus_message_id", ""))
+    else:
+        value = (parse_qs(urlsplit(message.callback_url).query).get("m") or [""])[0]
+    return int(value) if value.isdigit() else None
+
+
+def outbox_webhooks(message: SandboxMessage) -> tuple[Message | None, list[ProviderEvent]]:
+    """The Chorus message behind a sandbox request, and the webhook events Chorus received about it."""
+    pk = chorus_message_id(message)
+    chorus = Message.objects.filter(pk=pk).select_related("customer", "step__campaign").first() if pk else None
+    events = list(ProviderEvent.objects.filter(message=chorus).order_by("received_at", "id")) if chorus else []
+    for event in events:
+        payload = event.payload if isinstance(event.payload, dict) else {}
+        event.name = str(payload.get("event") or payload.get("MessageStatus") or event.kind)
+    return chorus, events
+
+
+def failed_messages(*, channel: str = "", campaign_id: int | None = None, query: str = "") -> QuerySet[Message]:
+    """Failed and undelivered messages, newest failure first, filtered by channel, campaign and recipient."""
+    messages = Message.objects.filter(status__in=RETRYABLE)
+    if channel:
+        messages = messages.filter(channel=channel)
+    if campaign_id:
+        messages = messages.filter(step__campaign_id=campaign_id)
+    if query:
+        messages = messages.filter(
+            Q(to_address__icontains=query)
+            | Q(customer__email__icontains=query)
+            | Q(customer__first_name__icontains=query)
+            | Q(customer__last_name__icontains=query)
+        )
+    return messages.select_related("customer", "step__campaign").order_by(F("failed_at").desc(nulls_last=True), "-id")
+
+
+def failed_campaigns() -> list[Campaign]:
+    """The campaigns that have failed or undelivered messages, for the filter."""
+    return list(
+        Campaign.objects.filter(pk__in=Message.objects.filter(status__in=RETRYABLE).values("step__campaign_id"))
+        .only("pk", "name")
+        .order_by("name", "pk")
+    )
+
+
+def bounced_count() -> int:
+    return Message.objects.filter(status=S.BOUNCED).count()
