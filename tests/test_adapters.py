@@ -98,6 +98,34 @@ def test_identical_emails_go_out_as_one_call_with_a_personalization_each(sandbox
     assert len({r.provider_message_id.split(".")[0] for r in rows}) == 1, "the sandbox saw one call"
 
 
+def test_shared_emails_carry_each_recipients_substitutions_and_the_sandbox_records_them_applied(sandbox):
+    shared = {"body": "Hi. Unsubscribe: -unsub-", "html": '<a href="-unsub-">Unsubscribe</a>'}
+    batch = [
+        email(31, "ann@example.com", substitutions={"-unsub-": "https://chorus.example/u/ann"}, **shared),
+        email(32, "bob@example.com", substitutions={"-unsub-": "https://chorus.example/u/bob"}, **shared),
+    ]
+
+    results = SendGridAdapter().send(batch)
+
+    assert all(r.ok for r in results)
+    ann, bob = recorded("sendgrid")
+    assert ann.provider_message_id.split(".")[0] == bob.provider_message_id.split(".")[0], "one call"
+    assert ann.request["personalizations"][0]["substitutions"] == {"-unsub-": "https://chorus.example/u/ann"}
+    assert bob.request["personalizations"][0]["substitutions"] == {"-unsub-": "https://chorus.example/u/bob"}
+    assert ann.request["content"][1]["value"] == '<a href="-unsub-">Unsubscribe</a>', "the request as sent"
+    assert (ann.body, bob.body) == (
+        "Hi. Unsubscribe: https://chorus.example/u/ann",
+        "Hi. Unsubscribe: https://chorus.example/u/bob",
+    )
+
+
+def test_the_sandbox_refuses_substitutions_that_are_not_strings(sandbox):
+    (result,) = SendGridAdapter().send([email(41, "ann@example.com", substitutions={"-unsub-": 7})])
+    assert result.error.permanent
+    assert "Substitutions must be" in result.error.message
+    assert not recorded("sendgrid")
+
+
 def test_emails_with_different_content_go_out_one_call_each(sandbox):
     batch = [
         email(21, "ann@example.com", body="Hello Ann"),

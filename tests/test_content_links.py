@@ -78,6 +78,19 @@ def test_urls_in_text_leave_sentence_punctuation_behind(text, urls):
 # --- click tokens ------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("salt", ["chorus.links.unsubscribe", "chorus.links.view"])
+def test_recipient_tokens_are_django_signer_tokens(settings, salt):
+    """The cached signer writes exactly what ``signing.Signer`` writes, so either reads the other's tokens."""
+    from django.core import signing
+
+    from campaigns.content.links import _sign
+
+    for secret in ("first-secret-" * 3, "second-secret-" * 3):
+        settings.SECRET_KEY = secret
+        assert _sign(salt, "1z.email.a9") == signing.Signer(salt=salt).sign("1z.email.a9")
+        assert signing.Signer(salt=salt).unsign(_sign(salt, "abc")) == "abc"
+
+
 def test_a_click_token_names_its_message_only_for_its_code():
     token = click_token(code="AbCdEfGh", message_id=123456)
     assert read_click_token("AbCdEfGh", token) == 123456

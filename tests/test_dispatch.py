@@ -82,7 +82,9 @@ def test_both_channels_send_through_the_real_sdks_and_come_back_delivered(sandbo
         pass
     email = Message.objects.get(run=run, customer=ana, channel="email")
     sms = Message.objects.get(run=run, customer=ana, channel="sms")
-    assert (email.status, sms.status) == ("delivered", "delivered")
+    # Delivered, or further: the sandbox plays back opens for a share of emails.
+    assert email.delivered_at is not None and sms.delivered_at is not None
+    assert email.rank >= Message.RANK["delivered"] and sms.rank >= Message.RANK["delivered"]
     assert email.provider == "sendgrid" and email.provider_message_id
     assert sms.provider == "twilio" and sms.provider_message_id.startswith("SM")
     outbox = {m.provider: m for m in SandboxMessage.objects.all()}
@@ -92,13 +94,13 @@ def test_both_channels_send_through_the_real_sdks_and_come_back_delivered(sandbo
     assert "Northwind Outfitters" in outbox["sendgrid"].body  # the brand's legal footer
     assert outbox["twilio"].to_address == ana.phone
     assert outbox["twilio"].body == "Ana: 20% off today. Reply STOP to opt out"
-    kinds = sorted(Activity.objects.filter(customer=ana, kind__startswith="message.").values_list("kind", "channel"))
-    assert kinds == [
+    kinds = set(Activity.objects.filter(customer=ana, kind__startswith="message.").values_list("kind", "channel"))
+    assert {
         ("message.delivered", "email"),
         ("message.delivered", "sms"),
         ("message.sent", "email"),
         ("message.sent", "sms"),
-    ]
+    } <= kinds
     stats = {row["channel"]: row for row in campaign_channel_stats(run.campaign)}
     assert (stats["email"]["sent"], stats["email"]["delivered"]) == (1, 1)
     assert campaigns_finished() == [run.campaign_id]
@@ -171,7 +173,9 @@ def test_provider_outage_puts_the_message_back_in_the_queue_and_a_later_attempt_
     settings.SENDGRID_API_HOST = f"{sandbox.url}/sandbox/sendgrid"  # the provider is back
     messages_send(message_ids=[message.pk])
     message.refresh_from_db()
-    assert (message.status, message.error) == ("delivered", "")
+    # Sent, and past it as the sandbox's events come back (delivered, maybe opened).
+    assert message.sent_at is not None and message.rank >= Message.RANK["sent"]
+    assert message.error == ""
     assert message.attempts == 2
 
 
@@ -203,4 +207,4 @@ def test_a_429_puts_the_message_back_and_the_retry_waits_for_the_providers_retry
 
     messages_send(message_ids=[message.pk])  # the retry, once the wait is over
     message.refresh_from_db()
-    assert message.status in ("sent", "delivered")
+    assert message.sent_at is not None and message.rank >= Message.RANK["sent"]

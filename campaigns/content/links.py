@@ -15,7 +15,9 @@
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
+import hmac
 import re
 import secrets
 import string
@@ -87,9 +89,22 @@ def is_chorus_url(url: str) -> bool:
     return url == base or url.startswith(f"{base}/")
 
 
+@functools.lru_cache(maxsize=16)
+def _signer_key(salt: str, secret: str) -> bytes:
+    """The HMAC key ``signing.Signer(salt=salt)`` derives from ``secret`` on every call."""
+    return hashlib.sha256(f"{salt}signer{secret}".encode()).digest()
+
+
+def _sign(salt: str, value: str) -> str:
+    """``signing.Signer(salt=salt).sign(value)``, byte for byte, without deriving the key each time:
+    an email batch signs three tokens per recipient. ``Signer.unsign`` reads them (key rotation included)."""
+    digest = hmac.new(_signer_key(salt, settings.SECRET_KEY), value.encode(), hashlib.sha256).digest()
+    return f"{value}:{base64.urlsafe_b64encode(digest).rstrip(b'=').decode()}"
+
+
 def unsubscribe_token(*, customer_id: int, channel: str, message_id: int | None = None) -> str:
     value = f"{to_base36(customer_id)}.{channel}.{to_base36(message_id) if message_id else ''}"
-    return signing.Signer(salt=_UNSUBSCRIBE_SALT).sign(value)
+    return _sign(_UNSUBSCRIBE_SALT, value)
 
 
 def read_unsubscribe_token(token: str) -> tuple[int, str, int | None]:
@@ -103,7 +118,7 @@ def read_unsubscribe_token(token: str) -> tuple[int, str, int | None]:
 
 
 def preferences_token(*, customer_id: int) -> str:
-    return signing.Signer(salt=_PREFERENCES_SALT).sign(to_base36(customer_id))
+    return _sign(_PREFERENCES_SALT, to_base36(customer_id))
 
 
 def read_preferences_token(token: str) -> int:
@@ -114,7 +129,7 @@ def read_preferences_token(token: str) -> int:
 
 
 def view_token(*, message_id: int) -> str:
-    return signing.Signer(salt=_VIEW_SALT).sign(to_base36(message_id))
+    return _sign(_VIEW_SALT, to_base36(message_id))
 
 
 def read_view_token(token: str) -> int:

@@ -6,7 +6,7 @@ here, so what a marketer sees is what a customer gets.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from campaigns.content.blocks import BlockRenderer, BlockStyle
 from campaigns.content.context import (
@@ -22,6 +22,16 @@ from campaigns.content.liquid import ContentError, VariableUse, render_source, v
 from campaigns.content.sms import SmsInfo, sms_info
 from campaigns.models import CONSENT_CHANNEL, Brand, Campaign, ContentChannel, Template
 
+# What a shared email carries in place of the recipient's own links (``recipient_tags``):
+# plain words that HTML escaping and URL handling leave as they are.
+RECIPIENT_TAGS = {
+    "unsubscribe": "-chorus_unsubscribe_url-",
+    "preferences": "-chorus_preferences_url-",
+    "view_in_browser": "-chorus_view_url-",
+}
+# Liquid that reads these differs per recipient: such a template is rendered whole for each one.
+_PERSONAL_ROOTS = frozenset({"customer", "links"})
+
 
 @dataclass(frozen=True)
 class RenderedContent:
@@ -32,6 +42,8 @@ class RenderedContent:
     part renders on its own, so one broken part does not hide the others);
     ``unknown_variables`` the paths the template reads that the context does
     not document. A send refuses content with problems; previews show them.
+    ``substitutions`` (only with ``recipient_tags``) map the tags in ``subject``,
+    ``html`` and ``text`` to this recipient's values; ``personal()`` applies them.
     """
 
     channel: str
@@ -42,6 +54,7 @@ class RenderedContent:
     image_url: str = ""
     image_alt: str = ""
     headers: dict[str, str] = field(default_factory=dict)
+    substitutions: dict[str, str] = field(default_factory=dict)  # tag -> this recipient's value
     links: tuple[str, ...] = ()  # the destination URLs (UTM added, before shortening)
     sms: SmsInfo | None = None
     problems: tuple[ContentError, ...] = ()
@@ -50,6 +63,25 @@ class RenderedContent:
     def raise_for_problems(self) -> None:
         if self.problems:
             raise self.problems[0]
+
+    def personal(self) -> RenderedContent:
+        """The content exactly as this recipient gets it: every substitution tag replaced by its value."""
+        if not self.substitutions:
+            return self
+        return replace(
+            self,
+            subject=substitute(self.subject, self.substitutions),
+            html=substitute(self.html, self.substitutions),
+            text=substitute(self.text, self.substitutions),
+            substitutions={},
+        )
+
+
+def substitute(text: str, substitutions: dict[str, str]) -> str:
+    """``text`` with each tag replaced by its value, as the email provider does per recipient."""
+    for tag, value in substitutions.items():
+        text = text.replace(tag, value)
+    return text
 
 
 def content_fields(template: Template, persona=None) -> dict:
@@ -130,6 +162,7 @@ def render_template(
     context: dict | None = None,
     store_links: bool = False,
     cache: dict | None = None,
+    recipient_tags: bool = False,
 ) -> RenderedContent:
     """Render ``template`` (its variant for ``persona``, or the customer's persona) on its channel.
 
@@ -143,6 +176,16 @@ def render_template(
     ``store_links=True`` stores them for a test send too; a preview only shows
     code-shaped stand-ins and writes nothing. ``cache`` is a dict the caller
     keeps across the renders of one batch (short links, SMS prices).
+
+    ``recipient_tags`` (a real email send): when the template's Liquid reads no
+    ``customer`` or ``links`` variable, what differs between its recipients is
+    only the layout's unsubscribe, preferences and view-in-browser links. They
+    are then written as ``RECIPIENT_TAGS`` with this recipient's values in
+    ``substitutions`` (the email provider fills them in per recipient), and the
+    shared part is rendered once per template, persona and campaign in ``cache``:
+    every recipient of a broadcast gets the very same ``subject``, ``html`` and
+    ``text`` strings, which is what lets the adapter send them in one call.
+    Otherwise the content is rendered for the recipient, links and all.
     """
     cache = cache if cache is not None else {}
     step = message.step if message is not None else None
@@ -156,17 +199,30 @@ def render_template(
         persona = customer.persona
     channel = template.channel
 
-    fields = content_fields(template, persona)
-    sources = template_sources(template, fields)
-    uses, _ = template_variables(sources)
-    unknown = tuple(unknown_variables(uses))
-
     links = recipient_links(
         customer_id=customer.pk if message is not None else None,
         channel=CONSENT_CHANNEL.get(channel, channel),
         message_id=message.pk if message is not None else None,
     )
-    values = template_context(brand=brand, campaign=campaign, customer=customer, persona=persona, links=links)
+    shared_key = None
+    if recipient_tags and message is not None and channel == ContentChannel.EMAIL and not context:
+        shared_key = ("shared-email", template.pk, persona.pk if persona else None, campaign.pk, brand.pk)
+        shared = cache.get(shared_key)
+        if shared is not None:
+            return _for_recipient(shared, links)
+
+    fields = content_fields(template, persona)
+    sources = template_sources(template, fields)
+    uses, _ = template_variables(sources)
+    unknown = tuple(unknown_variables(uses))
+
+    context_links = links
+    if shared_key is not None:
+        if any(use.path.split(".", 1)[0].split("[", 1)[0] in _PERSONAL_ROOTS for use in uses):
+            shared_key = None  # the Liquid itself differs per recipient
+        else:
+            context_links = RECIPIENT_TAGS
+    values = template_context(brand=brand, campaign=campaign, customer=customer, persona=persona, links=context_links)
     if context:
         values = merge_context(values, context)
     linker = Linker(
@@ -187,7 +243,7 @@ def render_template(
             fields["blocks"] or []
         )
         recipient = values["links"]
-        return RenderedContent(
+        rendered = RenderedContent(
             channel=channel,
             subject=subject,
             preheader=preheader,
@@ -198,6 +254,10 @@ def render_template(
             problems=(*parts.problems, *body.problems),
             unknown_variables=unknown,
         )
+        if shared_key is None:
+            return rendered
+        cache[shared_key] = rendered
+        return _for_recipient(rendered, links)
 
     text = linker.text(parts.render(fields["body"], "body").strip())
     if channel in (ContentChannel.SMS, ContentChannel.WHATSAPP):
@@ -219,6 +279,15 @@ def render_template(
         links=tuple(linker.destinations),
         problems=tuple(parts.problems),
         unknown_variables=unknown,
+    )
+
+
+def _for_recipient(shared: RenderedContent, links: dict[str, str]) -> RenderedContent:
+    """The shared rendering of an email, with this recipient's headers and tag values."""
+    return replace(
+        shared,
+        headers=email_headers(links=links),
+        substitutions={tag: links[name] for name, tag in RECIPIENT_TAGS.items()},
     )
 
 

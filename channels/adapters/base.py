@@ -75,6 +75,9 @@ class Outbound:
     reply_to: str = ""
     categories: tuple[str, ...] = ()
     headers: dict[str, str] = field(default_factory=dict)
+    # Tag -> this recipient's value, for adapters that substitute (``Adapter.substitutes``):
+    # ``subject``, ``body`` and ``html`` then carry the tags, shared by every recipient.
+    substitutions: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -91,6 +94,9 @@ class SendResult:
 class Adapter(ABC):
     channel: str
     provider: str
+    # True when the provider fills in ``Outbound.substitutions`` per recipient itself (SendGrid);
+    # otherwise every message arrives with its own content written out.
+    substitutes: bool = False
 
     @abstractmethod
     def send(self, batch: Sequence[Outbound]) -> list[SendResult]:

@@ -1,4 +1,17 @@
-"""The SendGrid v3 mail send API, as the ``sendgrid`` SDK calls it."""
+"""The SendGrid v3 mail send API, as the ``sendgrid`` SDK calls it.
+
+Each recipient is recorded with the request as it came (its own personalization,
+whose ``substitutions`` SendGrid writes over their tags in the subject and
+content: ``channels.selectors.email_as_received`` shows the email as that
+recipient got it) and with the subject and text body substituted, so the outbox
+lists and searches what each recipient read.
+
+The content of a request (the same for all of its recipients: the HTML alone is
+several kilobytes) is stored once, with its first recipient; the other rows'
+``request`` name that row's ``provider_message_id`` under ``CONTENT_OF`` instead.
+Stored a thousand times over, compressing and TOASTing it cost the database more
+than everything else a send does.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +21,7 @@ import re
 import uuid
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
@@ -19,6 +32,8 @@ from channels.sandbox.faults import Fault, fault_for, fault_headers
 from channels.sandbox.playback import emit_after_commit
 
 EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+# Not a SendGrid field: where the sandbox keeps this request's content (see the module's docstring).
+CONTENT_OF = "sandbox_content_of"
 
 
 def _sendgrid_error(status: int, message: str, field: str | None = None) -> JsonResponse:
@@ -33,6 +48,12 @@ def _sendgrid_fault(fault: Fault) -> JsonResponse:
     return response
 
 
+def _substitute(text: str, substitutions: dict[str, str]) -> str:
+    for tag, value in substitutions.items():
+        text = text.replace(tag, value)
+    return text
+
+
 def _recipient_request(mail: dict, personalization: dict) -> dict:
     """What one recipient of ``mail`` gets: its own personalization, and the custom args and
     headers in effect for it (a personalization's override the mail's, as at SendGrid)."""
@@ -41,6 +62,48 @@ def _recipient_request(mail: dict, personalization: dict) -> dict:
         if key in mail or key in personalization:
             request[key] = {**mail.get(key, {}), **personalization.get(key, {})}
     return request
+
+
+# What the outbox keeps of each recipient (every other SandboxMessage field keeps its default).
+_RECORDED = ("to_address", "from_address", "subject", "body", "callback_url", "request", "outcome")
+
+
+def _record(provider_message_ids: list[str], rows: list[dict]) -> list[int]:
+    """Store one outbox row per recipient; returns their ids.
+
+    On PostgreSQL one ``INSERT ... SELECT`` from a single JSON parameter: ``bulk_create``
+    binds eleven parameters per row, and splitting that query costs more than the
+    rest of the request. Elsewhere (the embedded SQLite default) ``bulk_create``.
+    """
+    if connection.vendor != "postgresql":
+        recorded = SandboxMessage.objects.bulk_create(
+            SandboxMessage(provider="sendgrid", provider_message_id=pmid, **row)
+            for pmid, row in zip(provider_message_ids, rows, strict=True)
+        )
+        return [row.pk for row in recorded]
+    columns = ", ".join(_RECORDED)
+    sql = (
+        f"INSERT INTO {SandboxMessage._meta.db_table} (provider, provider_message_id, {columns}, created_at) "  # noqa: S608 - names from the model, values bound
+        f"SELECT 'sendgrid', v.provider_message_id, {', '.join(f'v.{c}' for c in _RECORDED)}, now() "
+        "FROM jsonb_to_recordset(%s::jsonb) AS v(provider_message_id text, to_address text, from_address text, "
+        "subject text, body text, callback_url text, request jsonb, outcome text) RETURNING id"
+    )
+    payload = [{"provider_message_id": pmid, **row} for pmid, row in zip(provider_message_ids, rows, strict=True)]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [json.dumps(payload)])
+        return [pk for (pk,) in cursor.fetchall()]
+
+
+def _substitutions_error(personalization: dict, index: int) -> JsonResponse | None:
+    substitutions = personalization.get("substitutions", {})
+    field = f"personalizations.{index}.substitutions"
+    if not isinstance(substitutions, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in substitutions.items()
+    ):
+        return _sendgrid_error(400, "Substitutions must be an object of string keys and string values.", field)
+    if sum(len(k.encode()) + len(v.encode()) for k, v in substitutions.items()) > 10_000:
+        return _sendgrid_error(400, "The total size of substitutions may not exceed 10,000 bytes.", field)
+    return None
 
 
 @csrf_exempt
@@ -73,24 +136,32 @@ def sendgrid_mail_send(request: HttpRequest) -> HttpResponse:
                 return _sendgrid_error(400, "Does not contain a valid address.", f"personalizations.{i}.to.{j}.email")
         if not (p.get("subject") or mail.get("subject")):
             return _sendgrid_error(400, "The subject is required.", f"personalizations.{i}.subject")
+        if error := _substitutions_error(p, i):
+            return error
 
     x_message_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-    ids = []
+    callback_url = settings.CHORUS_PUBLIC_URL + reverse("webhooks:sendgrid-events")
+    body = contents.get("text/plain") or contents.get("text/html", "")
+    first = f"{x_message_id}.sandbox.0"
+    without_content = {key: value for key, value in mail.items() if key != "content"}
+    rows = []
+    for p in personalizations:
+        request = {**_recipient_request(without_content, p), CONTENT_OF: first} if rows else _recipient_request(mail, p)
+        substitutions = p.get("substitutions") or {}
+        for to in p["to"]:
+            email = to["email"]
+            rows.append(
+                {
+                    "to_address": email,
+                    "from_address": sender,
+                    "subject": _substitute(p.get("subject") or mail.get("subject", ""), substitutions),
+                    "body": _substitute(body, substitutions),
+                    "callback_url": callback_url,
+                    "request": request,
+                    "outcome": "bounce" if email.split("@")[0].lower().startswith("bounce") else "delivered",
+                }
+            )
     with transaction.atomic():
-        for p in personalizations:
-            for to in p["to"]:
-                email = to["email"]
-                recorded = SandboxMessage.objects.create(
-                    provider="sendgrid",
-                    provider_message_id=f"{x_message_id}.sandbox.{len(ids)}",
-                    to_address=email,
-                    from_address=sender,
-                    subject=p.get("subject") or mail.get("subject", ""),
-                    body=contents.get("text/plain") or contents.get("text/html", ""),
-                    callback_url=settings.CHORUS_PUBLIC_URL + reverse("webhooks:sendgrid-events"),
-                    request=_recipient_request(mail, p),
-                    outcome="bounce" if email.split("@")[0].lower().startswith("bounce") else "delivered",
-                )
-                ids.append(recorded.pk)
+        ids = _record([f"{x_message_id}.sandbox.{n}" for n in range(len(rows))], rows)
         emit_after_commit(ids)
     return HttpResponse(status=202, headers={"X-Message-Id": x_message_id})

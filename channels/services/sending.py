@@ -5,17 +5,20 @@ This module is the only caller of channel adapters.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections import defaultdict
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
 from campaigns.content.liquid import ContentError
-from campaigns.content.render import render_template
+from campaigns.content.render import render_template, substitute
+from campaigns.models import CONSENT_CHANNEL, Step
 from channels.adapters import ChannelError, Outbound, SendResult, adapter_for
 from channels.models import Message
+from channels.ratelimit import send_throttled
 from channels.services.status import advance
 from channels.suppression import suppressed_addresses
 from customers.models import Activity, Customer
@@ -63,13 +66,34 @@ def _claim(message_ids: list[int]) -> list[Message]:
         Message.objects.filter(pk__in=ids, status=S.QUEUED).update(
             status=S.SENDING, rank=Message.RANK[S.SENDING], attempts=F("attempts") + 1, updated_at=timezone.now()
         )
-    # Everything rendering reads, in three queries for the whole batch.
-    return list(
-        Message.objects.filter(pk__in=ids)
-        .select_related("customer__persona", "step__campaign__brand", "step__template", "run")
-        .prefetch_related("step__template__variants")
-        .order_by("pk")
+    # Everything rendering reads, in three queries for the whole batch. A batch has one step
+    # or a few: each is loaded once and shared by its messages, not joined into every row.
+    messages = list(Message.objects.filter(pk__in=ids).select_related("customer__persona").order_by("pk"))
+    steps = (
+        Step.objects.filter(pk__in={message.step_id for message in messages})
+        .select_related("campaign__brand", "template")
+        .prefetch_related("template__variants")
+        .in_bulk()
     )
+    for message in messages:
+        message.step = steps[message.step_id]
+    return messages
+
+
+def _activities(messages: list[Message], kind: str, at, properties) -> list[Activity]:
+    """Timeline entries for ``messages``; ``properties(message)`` gives each one's."""
+    return [
+        Activity(
+            customer_id=message.customer_id,
+            kind=kind,
+            channel=message.channel,
+            campaign_id=message.step.campaign_id,
+            message_id=message.pk,
+            occurred_at=at,
+            properties=properties(message),
+        )
+        for message in messages
+    ]
 
 
 def _finish(
@@ -96,18 +120,72 @@ def _finish(
         S.FAILED: Activity.Kind.MESSAGE_FAILED,
         S.SKIPPED: Activity.Kind.MESSAGE_SKIPPED,
     }[status]
-    return [
-        Activity(
-            customer_id=message.customer_id,
-            kind=kind,
-            channel=message.channel,
-            campaign_id=message.step.campaign_id,
-            message_id=message.pk,
-            occurred_at=now,
-            properties={"reason": skip} if skip else ({"error": error} if error else {"to": message.to_address}),
-        )
-        for message in messages
+    return _activities(
+        messages,
+        kind,
+        now,
+        lambda message: {"reason": skip} if skip else ({"error": error} if error else {"to": message.to_address}),
+    )
+
+
+def _finish_sent(provider: str, sent: list[tuple[Message, str, str, str | None]]) -> list[Activity]:
+    """Record that the provider accepted ``sent``: (message, subject, body as the recipient got them, provider id).
+
+    The same outcome as ``_finish(..., S.SENT, ...)`` per message: status and
+    rank only move forward (a webhook may have got there first), ``sent_at``
+    keeps the earliest time, subject, body and provider id are stored, the error
+    is cleared, skipped messages stay as they are. On PostgreSQL that is one
+    statement for the whole call, ``UPDATE ... FROM jsonb_to_recordset(...)``
+    (one JSON parameter: half the client time of binding four arrays) feeding
+    the ``message.sent`` timeline INSERT, and nothing is returned; elsewhere one
+    UPDATE per message, in one transaction (SQLite would otherwise sync the
+    file after every one).
+    """
+    if connection.vendor != "postgresql":
+        activities = []
+        with transaction.atomic():
+            for message, subject, body, provider_message_id in sent:
+                activities += _finish(
+                    [message],
+                    S.SENT,
+                    subject=subject,
+                    body=body,
+                    provider=provider,
+                    provider_message_id=provider_message_id,
+                )
+        return activities
+    now = timezone.now()
+    rank = Message.RANK[S.SENT]
+    rows = [
+        {
+            "id": message.pk,
+            "provider_message_id": provider_message_id,
+            "subject": subject,
+            "body": body,
+            "campaign_id": message.step.campaign_id,
+        }
+        for message, subject, body, provider_message_id in sent
     ]
+    # Mirrors status.advance(S.SENT, now); empty subjects and bodies, like _finish, leave the stored ones.
+    # The timeline entries are written by the same statement, from the rows it updated.
+    sql = (
+        f"WITH sent AS (UPDATE {Message._meta.db_table} AS m SET "  # noqa: S608 - table names come from the models, values are bound
+        "status = CASE WHEN m.rank < %s THEN %s ELSE m.status END, rank = GREATEST(m.rank, %s), "
+        "sent_at = LEAST(m.sent_at, %s), updated_at = %s, provider = %s, error = '', "
+        "provider_message_id = COALESCE(v.provider_message_id, m.provider_message_id), "
+        "subject = COALESCE(NULLIF(v.subject, ''), m.subject), body = COALESCE(NULLIF(v.body, ''), m.body) "
+        "FROM jsonb_to_recordset(%s::jsonb) "
+        "AS v(id bigint, provider_message_id text, subject text, body text, campaign_id bigint) "
+        "WHERE m.id = v.id AND m.status <> %s "
+        "RETURNING m.id, m.customer_id, m.channel, m.to_address, v.campaign_id) "
+        f"INSERT INTO {Activity._meta.db_table} "
+        "(customer_id, occurred_at, kind, channel, campaign_id, message_id, properties) "
+        "SELECT customer_id, %s, %s, channel, campaign_id, id, jsonb_build_object('to', to_address) FROM sent"
+    )
+    params = [rank, S.SENT.value, rank, now, now, provider, json.dumps(rows), S.SKIPPED.value]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*params, now, Activity.Kind.MESSAGE_SENT.value])
+    return []
 
 
 def messages_send(*, message_ids: list[int], final_attempt: bool = False) -> None:
@@ -137,7 +215,7 @@ def _send_channel(channel: str, messages: list[Message], final_attempt: bool) ->
     """Send one channel's claimed messages; returns None, or the wait before a retry if some went back to queued."""
     consented = set(
         Customer.objects.filter(pk__in=[m.customer_id for m in messages])
-        .consented(channel)
+        .consented(CONSENT_CHANNEL.get(channel, channel))
         .values_list("pk", flat=True)
     )
     # Read now, not at dispatch: the customer (loaded by _claim) may have been
@@ -154,7 +232,9 @@ def _send_channel(channel: str, messages: list[Message], final_attempt: bool) ->
     for skip, group in skipped.items():  # one UPDATE per reason, not per message
         activities += _finish(group, S.SKIPPED, skip=skip)
     outbound, pending = [], {}
-    cache: dict = {}  # short links and SMS prices, shared by the batch's renders
+    # Short links, SMS prices and the shared part of a broadcast email, kept across the batch's renders.
+    cache: dict = {}
+    adapter = adapter_for(channel) if sendable else None
     for message in sendable:
         try:
             rendered = render_template(
@@ -163,6 +243,7 @@ def _send_channel(channel: str, messages: list[Message], final_attempt: bool) ->
                 customer=message.customer,
                 message=message,
                 cache=cache,
+                recipient_tags=adapter.substitutes,
             )
             rendered.raise_for_problems()
         except ContentError as exc:
@@ -181,30 +262,31 @@ def _send_channel(channel: str, messages: list[Message], final_attempt: bool) ->
                 html=rendered.html,
                 categories=(f"campaign-{message.step.campaign_id}",),
                 headers=dict(rendered.headers),
+                substitutions=rendered.substitutions,
             )
         )
         pending[message.pk] = (message, rendered)
 
     wait: float | None = None  # set when some message must be retried: the provider's Retry-After, or 0
+    sent: list[tuple[Message, str, str, str | None]] = []
     if outbound:
-        adapter = adapter_for(channel)
         try:
-            results = adapter.send(outbound)
+            results = send_throttled(adapter, outbound)
         except ChannelError as exc:
             results = [SendResult(o.message_id, error=exc) for o in outbound]
         for result in results:
             message, rendered = pending[result.message_id]
             if result.ok:
-                activities += _finish(
-                    [message],
-                    S.SENT,
-                    rendered=rendered,
-                    provider=adapter.provider,
-                    provider_message_id=result.provider_message_id,
-                )
+                # What is stored is what this recipient got; the HTML part is not stored.
+                subject, body = (substitute(part, rendered.substitutions) for part in (rendered.subject, rendered.text))
+                sent.append((message, subject, body, result.provider_message_id))
             elif result.error.permanent or final_attempt:
                 activities += _finish(
-                    [message], S.FAILED, rendered=rendered, provider=adapter.provider, error=result.error.message
+                    [message],
+                    S.FAILED,
+                    rendered=rendered.personal(),
+                    provider=adapter.provider,
+                    error=result.error.message,
                 )
             else:
                 logger.warning("Transient error sending message %s: %s", message.pk, result.error.message)
@@ -212,5 +294,7 @@ def _send_channel(channel: str, messages: list[Message], final_attempt: bool) ->
                     status=S.QUEUED, rank=Message.RANK[S.QUEUED], error=result.error.message
                 )
                 wait = max(wait or 0.0, result.error.retry_after or 0.0)
+    if sent:
+        activities += _finish_sent(adapter.provider, sent)
     Activity.objects.bulk_create(activities)
     return wait
