@@ -18,6 +18,22 @@
     Chorus's compiled Liquid next to Django's template engine; no database.
     See ``benchmarks/render.py``.
 
+``send [--messages 50000] [--workers 2] [--runs 3] [--broker redis://127.0.0.1:6379/14] [--json PATH]``
+    Time the email send path (claim, render, SendGrid call to the sandbox
+    server, status recorded) with real Celery worker processes, on
+    ``chorus_bench_send``; prints messages/s and each worker's peak RSS. See
+    ``benchmarks/send.py``.
+
+``webhooks [--customers 60000] [--events 150000] [--runs 3] [--processes 2] [--json PATH]``
+    Time the SendGrid event webhook: acknowledge latency of a signed 768 KB
+    batch and events/s applied to messages and timelines, checked against the
+    expected end state, on ``chorus_bench_webhooks``. See ``benchmarks/webhooks.py``.
+
+``sms [--mps 20] [--messages 400] [--workers 2] [--batch 20] [--runs 3] [--broker URL] [--json PATH]``
+    Send SMS through a sender limited to ``--mps`` with real worker processes
+    sharing the Redis limiter, on ``chorus_bench_sms``; prints the achieved rate
+    and the busiest 1-second window at the sandbox. See ``benchmarks/sms.py``.
+
 ``--database-url`` names the bench database itself (its name must start with
 ``chorus_bench``); by default it is ``chorus_bench`` on the ``$DATABASE_URL``
 server. Errors the operator can fix exit 2 with a one-line message.
@@ -36,7 +52,7 @@ from typing import Any
 
 import psycopg
 
-from benchmarks import imports, render
+from benchmarks import imports, render, send, sms, webhooks
 from benchmarks.db import (
     PROJECT_ROOT,
     BenchError,
@@ -95,6 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--only", default="", help="run only scenarios whose name contains this text, e.g. segment.")
     imports.add_parser(sub)
     render.add_parser(sub)
+    send.add_parser(sub)
+    webhooks.add_parser(sub)
+    sms.add_parser(sub)
     return parser
 
 
@@ -212,6 +231,12 @@ def main(argv: list[str] | None = None) -> int:
             return imports.main(args)
         if args.command == "render":
             return render.main(args)
+        if args.command == "send":
+            return send.main(args)
+        if args.command == "webhooks":
+            return webhooks.main(args)
+        if args.command == "sms":
+            return sms.main(args)
         url = check_bench_url(args.database_url or default_bench_url())
         return (cmd_generate if args.command == "generate" else cmd_run)(args, url)
     except BenchError as exc:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -22,8 +23,14 @@ S, K = Message.Status, Activity.Kind
 
 @dataclass
 class EventOutcome:
+    """What one event means. The message is named by Chorus id (``message_id``, which must be
+    on one of ``message_channels``) or by the provider's own id (``provider_message``:
+    provider, provider message id), so a batch of events resolves its messages in one query."""
+
     at: datetime
-    message_lookup: dict | None = None
+    message_id: int | None = None
+    message_channels: tuple[str, ...] = ()
+    provider_message: tuple[str, str] | None = None
     customer: Customer | None = None
     campaign_id: int | None = None
     status: str | None = None
@@ -112,9 +119,9 @@ def parse_sendgrid_event(event: dict) -> EventOutcome:
         outcome.suppress = (address, Suppression.Reason.SPAM_REPORT)
     message_id = str(event.get("chorus_message_id", ""))
     if message_id.isdigit():
-        outcome.message_lookup = {"pk": int(message_id), "channel": Channel.EMAIL}
+        outcome.message_id, outcome.message_channels = int(message_id), (Channel.EMAIL,)
     elif event.get("sg_message_id"):
-        outcome.message_lookup = {"provider": "sendgrid", "provider_message_id": event["sg_message_id"].split(".")[0]}
+        outcome.provider_message = ("sendgrid", str(event["sg_message_id"]).split(".")[0])
     else:
         outcome.error = "The event names no message (no chorus_message_id or sg_message_id)."
     return outcome
@@ -162,9 +169,9 @@ def parse_twilio_status(params: dict) -> EventOutcome:
     outcome.status, outcome.activity = TWILIO_STATUSES[status]
     message_id = str(params.get("chorus_message_id", ""))
     if message_id.isdigit():
-        outcome.message_lookup = {"pk": int(message_id), "channel__in": [Channel.SMS, Channel.WHATSAPP]}
+        outcome.message_id, outcome.message_channels = int(message_id), (Channel.SMS, Channel.WHATSAPP)
     else:
-        outcome.message_lookup = {"provider": "twilio", "provider_message_id": params.get("MessageSid", "")}
+        outcome.provider_message = ("twilio", str(params.get("MessageSid", "")))
     if params.get("ErrorCode"):
         outcome.properties = {"error_code": params["ErrorCode"]}
     return outcome
@@ -198,6 +205,49 @@ def parse_twilio_inbound(params: dict) -> EventOutcome:
     if keyword:
         outcome.properties["keyword"] = keyword
     return outcome
+
+
+# --- stored deliveries ---------------------------------------------------------
+
+
+# \u0000 as an escape (an odd number of backslashes before "u0000"), not an escaped backslash.
+_NUL_ESCAPE = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not a JSON value.")
+
+
+def sendgrid_events_parse(body: str | bytes) -> list[dict]:
+    """The events of a SendGrid request body; ``ValueError`` naming the problem unless it is a JSON array of objects.
+
+    Strict where PostgreSQL's ``jsonb`` is (the events are stored there): no
+    NaN or Infinity, no NUL character.
+    """
+    text = body.decode() if isinstance(body, bytes) else body
+    if "\\u0000" in text and _NUL_ESCAPE.search(text):
+        raise ValueError("The body contains a NUL character (\\u0000), which cannot be stored.")
+    try:
+        events = json.loads(text, parse_constant=_no_constant)
+    except ValueError as exc:
+        raise ValueError(f"The body is not JSON: {exc}") from None
+    if not isinstance(events, list) or not all(isinstance(event, dict) for event in events):
+        raise ValueError("Expected a JSON array of event objects.")
+    return events
+
+
+def delivery_events(provider: str, kind: str, body: str) -> list[tuple[str, dict]]:
+    """A stored webhook request as (dedupe key, raw event) pairs.
+
+    SendGrid: the request body, a JSON array of events. Twilio: one event, the
+    verified form parameters stored as a JSON object (a status callback also
+    carries Chorus's message id from its URL, as ``chorus_message_id``).
+    """
+    if provider == "sendgrid":
+        return [(sendgrid_dedupe_key(event), event) for event in sendgrid_events_parse(body)]
+    params = json.loads(body)
+    key = twilio_status_dedupe_key(params) if kind == "status" else str(params.get("MessageSid", ""))
+    return [(key, params)]
 
 
 EVENT_PARSERS = {

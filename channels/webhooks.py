@@ -1,4 +1,4 @@
-"""Provider webhooks: verify, store raw, acknowledge. Processing is a task.
+"""Provider webhooks: verify, store the request whole (one INSERT), acknowledge. Processing is a task.
 
 Anything unsigned, forged or stale gets 403, stores nothing and leaves a
 WARNING on the ``chorus.security`` logger (endpoint, reason, remote address;
@@ -21,8 +21,8 @@ from django.views.decorators.http import require_POST
 from sendgrid.helpers.eventwebhook import EventWebhook
 from twilio.request_validator import RequestValidator
 
-from channels.providers import sendgrid_dedupe_key, twilio_status_dedupe_key
-from channels.services import provider_events_record, twilio_help_reply
+from channels.providers import sendgrid_events_parse
+from channels.services.events import twilio_help_reply, webhook_delivery_record
 
 logger = logging.getLogger(__name__)
 security_log = logging.getLogger("chorus.security")
@@ -95,15 +95,12 @@ def sendgrid_events(request: HttpRequest) -> HttpResponse:
     ):
         return _forbidden(request, "sendgrid/events", problem)
     try:
-        events = json.loads(request.body)
-    except ValueError:
-        return JsonResponse({"detail": "The body is not JSON."}, status=400)
-    if not isinstance(events, list) or not all(isinstance(e, dict) for e in events):
-        return JsonResponse({"detail": "Expected a JSON array of event objects."}, status=400)
-    new = provider_events_record(
-        provider="sendgrid", kind="status", events=[(sendgrid_dedupe_key(e), e) for e in events]
-    )
-    return JsonResponse({"received": len(events), "new": len(new)})
+        events = sendgrid_events_parse(request.body)
+    except ValueError as exc:
+        return JsonResponse({"detail": str(exc)}, status=400)
+    # Accepted, not yet applied: a task splits the batch into events after this commits.
+    webhook_delivery_record(provider="sendgrid", kind="status", body=request.body.decode())
+    return JsonResponse({"received": len(events)}, status=202)
 
 
 @csrf_exempt
@@ -114,7 +111,7 @@ def twilio_status(request: HttpRequest) -> HttpResponse:
     params = {**request.POST.dict(), "chorus_message_id": request.GET.get("m", "")}
     if not params.get("MessageSid") or not params.get("MessageStatus"):
         return JsonResponse({"detail": "MessageSid and MessageStatus are required."}, status=400)
-    provider_events_record(provider="twilio", kind="status", events=[(twilio_status_dedupe_key(params), params)])
+    webhook_delivery_record(provider="twilio", kind="status", body=json.dumps(params))
     return HttpResponse(status=204)
 
 
@@ -126,7 +123,7 @@ def twilio_inbound(request: HttpRequest) -> HttpResponse:
     params = request.POST.dict()
     if not params.get("MessageSid"):
         return JsonResponse({"detail": "MessageSid is missing."}, status=400)
-    provider_events_record(provider="twilio", kind="inbound", events=[(params["MessageSid"], params)])
+    webhook_delivery_record(provider="twilio", kind="inbound", body=json.dumps(params))
     # STOP/START change consent when the event is processed; HELP/INFO are answered here.
     reply = twilio_help_reply(params)
     twiml = f"<Response><Message>{escape(reply)}</Message></Response>" if reply else "<Response/>"

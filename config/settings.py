@@ -205,7 +205,14 @@ else:
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 CHORUS_TICK_SECONDS = env_int("CHORUS_TICK_SECONDS", 10, minimum=1)
 CHORUS_DISPATCH_BATCH = env_int("CHORUS_DISPATCH_BATCH", 500, minimum=1)
-CHORUS_SEND_BATCH = env_int("CHORUS_SEND_BATCH", 100, minimum=1)
+# Messages per send task, per channel. Email fills SendGrid calls of up to 1,000 recipients;
+# Twilio takes one request per message, so smaller SMS tasks spread over the workers.
+CHORUS_SEND_BATCH = {
+    "email": env_int("CHORUS_SEND_BATCH_EMAIL", 1000, minimum=1),
+    "sms": env_int("CHORUS_SEND_BATCH_SMS", 100, minimum=1),
+    "whatsapp": env_int("CHORUS_SEND_BATCH_WHATSAPP", 100, minimum=1),
+    "social": env_int("CHORUS_SEND_BATCH_SOCIAL", 100, minimum=1),
+}
 
 # --- Providers ----------------------------------------------------------------
 CHORUS_PUBLIC_URL = env_url("CHORUS_PUBLIC_URL", "http://127.0.0.1:8000")
@@ -254,7 +261,7 @@ def _sandbox_faults(raw: str) -> dict[str, dict]:
     """``sendgrid=429:0.1:2,twilio=503:0.05`` -> per provider: status, share of requests, Retry-After."""
     faults = {}
     for item in filter(None, (part.strip() for part in raw.split(","))):
-        match = re.fullmatch(r"(sendgrid|twilio)=(429|5\d\d):(0?\.\d+|1(?:\.0*)?)(?::(\d+))?", item)
+        match = re.fullmatch(r"(sendgrid|twilio|mastodon|bluesky)=(429|5\d\d):(0?\.\d+|1(?:\.0*)?)(?::(\d+))?", item)
         if not match:
             raise ImproperlyConfigured(
                 "CHORUS_SANDBOX_FAULTS must be comma-separated provider=status:share[:retry_after] items, "
@@ -279,9 +286,127 @@ CHORUS_ADAPTERS = {
     "email": env_str("CHORUS_EMAIL_ADAPTER", "channels.adapters.sendgrid.SendGridAdapter"),
     "sms": env_str("CHORUS_SMS_ADAPTER", "channels.adapters.twilio.TwilioSmsAdapter"),
     "whatsapp": env_str("CHORUS_WHATSAPP_ADAPTER", "channels.adapters.twilio.TwilioWhatsAppAdapter"),
+    "mastodon": env_str("CHORUS_MASTODON_ADAPTER", "channels.adapters.mastodon.MastodonAdapter"),
+    "bluesky": env_str("CHORUS_BLUESKY_ADAPTER", "channels.adapters.bluesky.BlueskyAdapter"),
 }
 
 if PRODUCTION and not CHORUS_SANDBOX:
     for _name in ("SENDGRID_API_KEY", "SENDGRID_WEBHOOK_PUBLIC_KEY", "TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN"):
         if not globals()[_name]:
             raise ImproperlyConfigured(f"{_name} must be set in production (or set CHORUS_SANDBOX=true).")
+
+
+# Social networks
+# The brand's Mastodon account (an access token of an application with the
+# read and write scopes) and Bluesky account (handle and app password).
+MASTODON_API_BASE_URL = env_url(
+    "MASTODON_API_BASE_URL", f"{_sandbox}/mastodon" if CHORUS_SANDBOX else "https://mastodon.social"
+)
+MASTODON_ACCESS_TOKEN = env_str("MASTODON_ACCESS_TOKEN", "sandbox-mastodon-token" if CHORUS_SANDBOX else "")
+BLUESKY_PDS_URL = env_url("BLUESKY_PDS_URL", f"{_sandbox}/bluesky" if CHORUS_SANDBOX else "https://bsky.social")
+BLUESKY_HANDLE = env_str("BLUESKY_HANDLE", "chorus.bsky.social" if CHORUS_SANDBOX else "")
+BLUESKY_APP_PASSWORD = env_str("BLUESKY_APP_PASSWORD", "sand-box0-app0-pass" if CHORUS_SANDBOX else "")
+# How often post engagement, replies and mentions are fetched, and for how long after a post.
+CHORUS_SOCIAL_POLL_SECONDS = env_int("CHORUS_SOCIAL_POLL_SECONDS", 300, minimum=10)
+CHORUS_SOCIAL_POLL_DAYS = env_int("CHORUS_SOCIAL_POLL_DAYS", 7, minimum=1)
+# Mastodon direct messages are messages of their own channel, sent in the social batches.
+CHORUS_SEND_BATCH.setdefault("mastodon", CHORUS_SEND_BATCH["social"])
+
+# Sandbox playback
+# What the sandbox plays back for each message it received, per channel: the share
+# that is delivered, bounces or fails, and of the delivered ones the share that is
+# opened, clicked, read (WhatsApp) or answered with STOP; ``delay`` is the seconds
+# between the delivery events and those later ones. Outcomes whose shares add up
+# to less than 1 leave the rest where the provider left it (email: deferred; SMS:
+# sent). ``click`` counts within ``open`` (a click is also an open). A channel left
+# out keeps its defaults; an event left out of a given channel never happens, and
+# a delay left out is 0.
+_SANDBOX_PLAYBACK_EVENTS = {
+    "email": ("delivered", "bounce", "open", "click"),
+    "sms": ("delivered", "undelivered", "failed", "stop"),
+    "whatsapp": ("delivered", "undelivered", "failed", "read", "stop"),
+}
+_SANDBOX_PLAYBACK_OUTCOMES = ("delivered", "bounce", "undelivered", "failed")
+_SANDBOX_PLAYBACK_MAX_DELAY = 900  # a later playback task must not outlive the broker's visibility timeout
+_SANDBOX_PLAYBACK_DEFAULT = (
+    "email=delivered:0.97,bounce:0.02,open:0.35,click:0.06,delay:20;"
+    "sms=delivered:0.96,undelivered:0.02,failed:0.01,stop:0.01,delay:30;"
+    "whatsapp=delivered:0.97,undelivered:0.01,failed:0.01,read:0.7,stop:0.005,delay:30"
+)
+
+
+def _sandbox_playback(raw: str) -> dict[str, dict[str, float]]:
+    """``email=delivered:0.97,open:0.35,delay:20;sms=...`` -> per channel: share per event, and ``delay``."""
+    example = "e.g. 'email=delivered:0.95,bounce:0.03,open:0.45,click:0.12,delay:20;sms=delivered:0.98,stop:0.02'"
+    profiles: dict[str, dict[str, float]] = {}
+    for part in filter(None, (p.strip() for p in raw.split(";"))):
+        channel, _, spec = part.partition("=")
+        channel = channel.strip()
+        if channel not in _SANDBOX_PLAYBACK_EVENTS:
+            raise ImproperlyConfigured(
+                f"CHORUS_SANDBOX_PLAYBACK: unknown channel {channel!r} in {part!r}; "
+                f"expected {', '.join(_SANDBOX_PLAYBACK_EVENTS)} ({example})."
+            )
+        if channel in profiles:
+            raise ImproperlyConfigured(f"CHORUS_SANDBOX_PLAYBACK: the channel {channel!r} is given twice.")
+        profile: dict[str, float] = {}
+        for item in filter(None, (i.strip() for i in spec.split(","))):
+            name, _, value = item.partition(":")
+            if name == "delay":
+                if not value.isdigit() or int(value) > _SANDBOX_PLAYBACK_MAX_DELAY:
+                    raise ImproperlyConfigured(
+                        f"CHORUS_SANDBOX_PLAYBACK: the {channel} delay must be whole seconds from 0 to "
+                        f"{_SANDBOX_PLAYBACK_MAX_DELAY}, got {value!r}."
+                    )
+                profile["delay"] = int(value)
+                continue
+            if name not in _SANDBOX_PLAYBACK_EVENTS[channel]:
+                raise ImproperlyConfigured(
+                    f"CHORUS_SANDBOX_PLAYBACK: {name!r} is not a {channel} event; expected "
+                    f"{', '.join(_SANDBOX_PLAYBACK_EVENTS[channel])} or delay ({example})."
+                )
+            try:
+                share = float(value)
+            except ValueError:
+                share = -1.0
+            if not 0 <= share <= 1:
+                raise ImproperlyConfigured(
+                    f"CHORUS_SANDBOX_PLAYBACK: the share of {channel} {name} must be a number from 0 to 1, "
+                    f"got {value!r}."
+                )
+            profile[name] = share
+        outcomes = sum(share for name, share in profile.items() if name in _SANDBOX_PLAYBACK_OUTCOMES)
+        if outcomes > 1 + 1e-9:
+            raise ImproperlyConfigured(
+                f"CHORUS_SANDBOX_PLAYBACK: the {channel} outcomes "
+                f"({', '.join(n for n in profile if n in _SANDBOX_PLAYBACK_OUTCOMES)}) add up to {outcomes:g}, "
+                "more than 1."
+            )
+        if profile.get("click", 0) > profile.get("open", 0):
+            raise ImproperlyConfigured(
+                "CHORUS_SANDBOX_PLAYBACK: email click cannot exceed open (a clicked email is also opened)."
+            )
+        profiles[channel] = profile
+    return profiles
+
+
+CHORUS_SANDBOX_PLAYBACK = {
+    **_sandbox_playback(_SANDBOX_PLAYBACK_DEFAULT),
+    **_sandbox_playback(env_str("CHORUS_SANDBOX_PLAYBACK")),
+}
+
+# --- Rate limits ----------------------------------------------------------------
+# Per-sender limits live in channels.SenderRateLimit (admin); this picks where the
+# limiter shared by all workers keeps its state: "redis" (workers on any number of
+# hosts) or "database" (the embedded default: one host). Redis when there is one.
+_redis_broker = CELERY_BROKER_URL if CELERY_BROKER_URL.startswith(("redis://", "rediss://")) else ""
+CHORUS_REDIS_URL = (
+    env_url("CHORUS_REDIS_URL", "", schemes=("redis", "rediss")) if env_str("CHORUS_REDIS_URL") else _redis_broker
+)
+CHORUS_RATE_LIMITER = env_str("CHORUS_RATE_LIMITER", "redis" if CHORUS_REDIS_URL else "database").strip()
+if CHORUS_RATE_LIMITER not in {"redis", "database"}:
+    raise ImproperlyConfigured(f"CHORUS_RATE_LIMITER must be 'redis' or 'database', got {CHORUS_RATE_LIMITER!r}.")
+if CHORUS_RATE_LIMITER == "redis" and not CHORUS_REDIS_URL:
+    raise ImproperlyConfigured("CHORUS_RATE_LIMITER=redis needs CHORUS_REDIS_URL (or a redis:// CELERY_BROKER_URL).")
+# How long a worker keeps the limits it read: a change in the admin applies within this many seconds.
+CHORUS_RATE_LIMIT_CACHE_SECONDS = env_int("CHORUS_RATE_LIMIT_CACHE_SECONDS", 5, minimum=0)

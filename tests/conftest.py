@@ -47,6 +47,10 @@ def sandbox(live_server, settings):
     settings.CHORUS_PUBLIC_URL = live_server.url
     settings.SENDGRID_API_HOST = f"{live_server.url}/sandbox/sendgrid"
     settings.TWILIO_API_BASE_URL = f"{live_server.url}/sandbox/twilio"
+    settings.MASTODON_API_BASE_URL = f"{live_server.url}/sandbox/mastodon"
+    settings.BLUESKY_PDS_URL = f"{live_server.url}/sandbox/bluesky"
+    # Every message delivered, nothing more: a test that wants opens, bounces or STOPs asks for them.
+    settings.CHORUS_SANDBOX_PLAYBACK = {channel: {"delivered": 1.0} for channel in ("email", "sms", "whatsapp")}
     return live_server
 
 

@@ -13,7 +13,7 @@ from twilio.request_validator import RequestValidator
 
 from campaigns.models import CampaignRun
 from campaigns.services import enrollments_dispatch
-from channels.models import Message, ProviderEvent, SandboxMessage, Suppression
+from channels.models import Message, ProviderEvent, SandboxMessage, Suppression, WebhookDelivery
 from channels.providers import sendgrid_dedupe_key
 from channels.services import messages_send
 from channels.suppression import is_suppressed
@@ -96,7 +96,7 @@ def test_forged_sendgrid_signature_is_rejected_and_nothing_is_stored(client, ema
     events = [sendgrid_event(email_message, "delivered", "ev-1")]
     response = post_sendgrid(client, events, key=ec_private_key_pem())
     assert response.status_code == 403
-    assert ProviderEvent.objects.count() == 0
+    assert ProviderEvent.objects.count() == WebhookDelivery.objects.count() == 0
     email_message.refresh_from_db()
     assert email_message.status == "sent"
 
@@ -133,7 +133,7 @@ def test_signed_sendgrid_delivery_updates_message_and_timeline(
 ):
     with django_capture_on_commit_callbacks(execute=True):
         response = post_sendgrid(client, [sendgrid_event(email_message, "delivered", "ev-1")])
-    assert response.status_code == 200
+    assert response.status_code == 202
     email_message.refresh_from_db()
     assert email_message.status == "delivered"
     assert email_message.delivered_at is not None
@@ -147,11 +147,12 @@ def test_same_sendgrid_event_twice_changes_nothing_the_second_time(
 ):
     events = [sendgrid_event(email_message, "open", "ev-open")]
     with django_capture_on_commit_callbacks(execute=True):
-        assert post_sendgrid(client, events).json() == {"received": 1, "new": 1}
+        assert post_sendgrid(client, events).json() == {"received": 1}
     email_message.refresh_from_db()
     first = (email_message.status, email_message.opened_at, Activity.objects.count(), ProviderEvent.objects.count())
+    assert Activity.objects.filter(kind="message.opened").count() == ProviderEvent.objects.count() == 1
     with django_capture_on_commit_callbacks(execute=True):
-        assert post_sendgrid(client, events).json() == {"received": 1, "new": 0}
+        assert post_sendgrid(client, events).json() == {"received": 1}
     email_message.refresh_from_db()
     assert (
         email_message.status,
@@ -190,10 +191,12 @@ def test_sendgrid_unsubscribe_opts_customer_out_of_email(client, email_message, 
     assert Activity.objects.filter(customer=email_message.customer, kind="message.unsubscribed").exists()
 
 
-def test_sendgrid_webhook_rejects_a_body_that_is_not_an_event_list(client):
-    response = post_sendgrid(client, {"event": "delivered"})
+@pytest.mark.parametrize("body", [{"event": "delivered"}, [{"event": "delivered"}, "open"], [[]]])
+def test_sendgrid_webhook_rejects_a_body_that_is_not_an_event_list(client, body):
+    response = post_sendgrid(client, body)
     assert response.status_code == 400
-    assert "array" in response.json()["detail"]
+    assert "array of event objects" in response.json()["detail"]
+    assert WebhookDelivery.objects.count() == 0
 
 
 def test_forged_twilio_signature_is_rejected_and_nothing_is_stored(client, sms_message):
@@ -274,7 +277,7 @@ def test_shared_fixture_events_are_accepted(client, django_capture_on_commit_cal
     events = json.loads(fixture.read_text())["events"]
     with django_capture_on_commit_callbacks(execute=True):
         response = post_sendgrid(client, events)
-    assert response.status_code == 200
+    assert response.status_code == 202
     assert ProviderEvent.objects.count() == len({e["sg_event_id"] for e in events})
     # No Chorus message 1001 exists here: each event is stored and marked with why.
     assert not ProviderEvent.objects.filter(processed_at=None).exists()
@@ -291,7 +294,7 @@ def test_a_webhook_arriving_after_erasure_leaves_no_personal_data(
     activities_before = Activity.objects.filter(customer=customer).count()
     with django_capture_on_commit_callbacks(execute=True):
         response = post_sendgrid(client, [sendgrid_event(email_message, "open", "ev-late", email=address)])
-    assert response.status_code == 200
+    assert response.status_code == 202
     event = ProviderEvent.objects.get(dedupe_key__contains="ev-late")
     assert event.processed_at is not None
     assert address not in json.dumps(event.payload)
@@ -317,7 +320,7 @@ def test_sendgrid_rejections_are_logged_on_the_security_logger(client, email_mes
     key = ec_private_key_pem() if age == 0 else None
     response = post_sendgrid(client, events, key=key, timestamp=time.time() - age)
     assert response.status_code == 403
-    assert ProviderEvent.objects.count() == 0
+    assert ProviderEvent.objects.count() == WebhookDelivery.objects.count() == 0
     [record] = security_warnings(caplog)
     line = record.getMessage()
     assert "sendgrid/events" in line and reason in line and "127.0.0.1" in line
@@ -326,8 +329,8 @@ def test_sendgrid_rejections_are_logged_on_the_security_logger(client, email_mes
 
 def test_a_fresh_sendgrid_signature_within_ten_minutes_is_accepted(client, email_message, caplog):
     response = post_sendgrid(client, [sendgrid_event(email_message, "delivered", "ev-1")], timestamp=time.time() - 540)
-    assert response.status_code == 200
-    assert ProviderEvent.objects.count() == 1
+    assert response.status_code == 202
+    assert WebhookDelivery.objects.count() == 1
     assert security_warnings(caplog) == []
 
 
@@ -346,7 +349,7 @@ def test_twilio_rejections_are_logged_and_store_nothing(
     params = {"MessageSid": "SMx", "MessageStatus": "delivered", "From": "+48600100200", "Body": "STOP"}
     response = post_twilio(client, reverse(f"webhooks:{endpoint}"), params, token=token, signature=signature)
     assert response.status_code == 403
-    assert ProviderEvent.objects.count() == 0
+    assert ProviderEvent.objects.count() == WebhookDelivery.objects.count() == 0
     assert consent_current(customer=sms_message.customer, channel="sms") == "opted_in"
     [record] = security_warnings(caplog)
     line = record.getMessage()
@@ -396,7 +399,7 @@ def test_inbound_replies_dedupe_on_message_sid(client, sms_message, django_captu
 def process_sendgrid(client, capture, *events):
     with capture(execute=True):
         response = post_sendgrid(client, list(events))
-    assert response.status_code == 200
+    assert response.status_code == 202
     assert not ProviderEvent.objects.exclude(error="").exists(), list(ProviderEvent.objects.values("error"))
 
 

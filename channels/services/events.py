@@ -1,88 +1,335 @@
-"""Results back: verified provider events stored raw, then applied to messages, timeline and consent."""
+"""Results back: verified webhook requests stored whole, then split into events and applied set-based.
+
+The webhook view stores the verified request as one ``WebhookDelivery`` row and
+answers. ``webhook_delivery_process`` (a task) splits it into ``ProviderEvent``
+rows, one per dedupe key (``INSERT ... ON CONFLICT DO NOTHING``), and applies
+only the rows it inserted, in the same transaction: message status (one
+rank-guarded UPDATE for the batch), the timeline (one bulk insert, keeping
+``last_engaged_<channel>_at`` current), suppression and consent. Another
+delivery of the same event, even one processed at the same moment, waits on the
+dedupe key and then finds nothing new, so every event is applied exactly once.
+"""
 
 from __future__ import annotations
 
-from django.db import IntegrityError, transaction
+import json
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import datetime
+from typing import NamedTuple
+
+from django.db import connection, transaction
+from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
-from channels.models import Message, ProviderEvent
-from channels.providers import EVENT_PARSERS, HELP_WORDS, bare_number, twilio_keyword
-from channels.services.status import message_advance
+from channels.models import Message, ProviderEvent, WebhookDelivery
+from channels.providers import EVENT_PARSERS, HELP_WORDS, EventOutcome, bare_number, delivery_events, twilio_keyword
+from channels.services.status import messages_advance
 from channels.suppression import suppression_add
 from customers.models import Consent, Customer
 from customers.services import consent_record
-from customers.services.activities import activity_record
+from customers.services.activities import ActivityRow, activities_record
+
+# What a stored event about an erased customer keeps: nothing personal.
+ERASED_PAYLOAD = {"erased": True}
+NO_MATCH = "No matching message or customer."
+_CHUNK = 5_000  # references per message lookup
+_SQLITE_CHUNK = 500  # rows per multi-row INSERT, within SQLite's variable limit
 
 
-def provider_events_record(*, provider: str, kind: str, events: list[tuple[str, dict]]) -> list[int]:
-    """Store verified events raw (once per dedupe key) and enqueue their processing."""
-    from channels.tasks import provider_event_process
+class _MessageRow(NamedTuple):
+    pk: int
+    customer_id: int
+    channel: str
+    campaign_id: int | None
+    to_address: str
 
-    new_ids = []
+
+@dataclass
+class _Event:
+    index: int  # position in the request's events
+    dedupe_key: str
+    payload: dict
+    outcome: EventOutcome
+    message: _MessageRow | None = None
+    customer_id: int | None = None
+    erased: bool = False
+    pk: int | None = None
+
+    @property
+    def error(self) -> str:
+        return self.outcome.error or ("" if self.customer_id else NO_MATCH)
+
+    @property
+    def stored_payload(self) -> dict:
+        return ERASED_PAYLOAD if self.erased else self.payload
+
+
+# --- deliveries ----------------------------------------------------------------
+
+
+def webhook_delivery_record(*, provider: str, kind: str, body: str) -> WebhookDelivery:
+    """Store one verified webhook request whole (one INSERT); its processing is enqueued after commit."""
+    from channels.tasks import webhook_delivery_process
+
     with transaction.atomic():
-        for dedupe_key, payload in events:
-            try:
-                with transaction.atomic():
-                    event = ProviderEvent.objects.create(
-                        provider=provider, kind=kind, dedupe_key=dedupe_key[:200], payload=payload
-                    )
-            except IntegrityError:
-                continue  # the same event delivered again
-            new_ids.append(event.pk)
-        transaction.on_commit(lambda: [provider_event_process.delay(pk) for pk in new_ids])
-    return new_ids
+        delivery = WebhookDelivery.objects.create(provider=provider, kind=kind, body=body)
+        transaction.on_commit(lambda: webhook_delivery_process.delay(delivery.pk))
+    return delivery
+
+
+def webhook_delivery_process(*, delivery_id: int) -> list[int]:
+    """Split a stored delivery into provider events and apply the new ones; returns their ids.
+
+    Once per delivery: a redelivered task finds it processed (or waits for the
+    worker holding it). The body is emptied once its events are stored, which
+    from then on carry the payloads (and are what erasure scrubs); a body that
+    cannot be split keeps it, with the reason in ``error``.
+    """
+    with transaction.atomic():
+        delivery = WebhookDelivery.objects.select_for_update().filter(pk=delivery_id, processed_at=None).first()
+        if delivery is None:
+            return []
+        try:
+            events = delivery_events(delivery.provider, delivery.kind, delivery.body)
+        except ValueError as exc:
+            WebhookDelivery.objects.filter(pk=delivery.pk).update(processed_at=timezone.now(), error=str(exc))
+            return []
+        new = provider_events_record(
+            provider=delivery.provider,
+            kind=delivery.kind,
+            events=events,
+            received_at=delivery.received_at,
+            # A SendGrid body is the events' JSON array already: the database reads the payloads from it.
+            delivery_id=delivery.pk if delivery.provider == "sendgrid" else None,
+        )
+        WebhookDelivery.objects.filter(pk=delivery.pk).update(processed_at=timezone.now(), body="")
+    return new
+
+
+# --- events --------------------------------------------------------------------
+
+
+def provider_events_record(
+    *,
+    provider: str,
+    kind: str,
+    events: list[tuple[str, dict]],
+    received_at: datetime | None = None,
+    delivery_id: int | None = None,
+) -> list[int]:
+    """Store verified events raw, once per dedupe key, and apply the new ones; returns their ids.
+
+    Set-based, in one transaction. Each event is stored already processed (its
+    message and error set; an erased customer's payload replaced by
+    ``ERASED_PAYLOAD``). Events whose key is already stored, by an earlier
+    delivery or a concurrent one, are left alone: the INSERT reports which rows
+    are new, and only those are applied. Keys are inserted in sorted order, so
+    two batches sharing keys wait for each other instead of deadlocking.
+    ``delivery_id`` names the stored delivery whose body is the JSON array the
+    events were parsed from, in order, if they were.
+    """
+    parse = EVENT_PARSERS[(provider, kind)]
+    unique: dict[str, int] = {}
+    for index, (key, _) in enumerate(events):
+        unique.setdefault(key[:200], index)
+    batch = [_Event(index, key, events[index][1], parse(events[index][1])) for key, index in sorted(unique.items())]
+    with transaction.atomic():
+        _resolve(batch)
+        _insert(provider, kind, batch, received_at or timezone.now(), delivery_id)
+        new = [event for event in batch if event.pk]
+        _apply(provider, new)
+    return [event.pk for event in new]
 
 
 def provider_event_process(*, event_id: int) -> None:
-    """Apply one stored event to its message and the customer's timeline, once."""
+    """Apply one stored, unprocessed event (as stored one by one before deliveries existed), once."""
     with transaction.atomic():
-        event = ProviderEvent.objects.select_for_update().filter(pk=event_id, processed_at=None).first()
-        if event is None:
+        stored = ProviderEvent.objects.select_for_update().filter(pk=event_id, processed_at=None).first()
+        if stored is None:
             return
-        outcome = EVENT_PARSERS[(event.provider, event.kind)](event.payload)
-        message = None
-        if outcome.message_lookup:
-            message = Message.objects.filter(**outcome.message_lookup).select_related("step", "customer").first()
-        customer = message.customer if message else outcome.customer
+        parse = EVENT_PARSERS[(stored.provider, stored.kind)]
+        event = _Event(0, stored.dedupe_key, stored.payload, parse(stored.payload))
+        event.pk = stored.pk
+        _resolve([event])
+        _apply(stored.provider, [event])
+        ProviderEvent.objects.filter(pk=stored.pk).update(
+            processed_at=timezone.now(),
+            message_id=event.message.pk if event.message else None,
+            payload=event.stored_payload,
+            error=event.error,
+        )
+
+
+def _resolve(batch: list[_Event]) -> None:
+    """Find each event's message (one query per kind of reference), customer and whether they were erased."""
+    fields = ("pk", "customer_id", "channel", "step__campaign_id", "to_address")
+
+    def rows(queryset, key_field: str) -> dict:
+        return {row[0]: _MessageRow(*row[1:]) for row in queryset.order_by().values_list(key_field, *fields)}
+
+    ids = sorted({event.outcome.message_id for event in batch if event.outcome.message_id})
+    by_id: dict[int, _MessageRow] = {}
+    for start in range(0, len(ids), _CHUNK):
+        by_id.update(rows(Message.objects.filter(pk__in=_id_list(ids[start : start + _CHUNK])), "pk"))
+    references: dict[str, set[str]] = defaultdict(set)
+    for event in batch:
+        if event.outcome.provider_message:
+            references[event.outcome.provider_message[0]].add(event.outcome.provider_message[1])
+    by_reference: dict[tuple[str, str], _MessageRow] = {}
+    for provider, values in references.items():
+        values = sorted(values)
+        for start in range(0, len(values), _CHUNK):
+            chunk = Message.objects.filter(provider=provider, provider_message_id__in=values[start : start + _CHUNK])
+            by_reference.update(
+                ((provider, reference), row) for reference, row in rows(chunk, "provider_message_id").items()
+            )
+    for event in batch:
+        outcome = event.outcome
+        if outcome.message_id:
+            message = by_id.get(outcome.message_id)
+            event.message = message if message and message.channel in outcome.message_channels else None
+        elif outcome.provider_message:
+            event.message = by_reference.get(outcome.provider_message)
+        if event.message:
+            event.customer_id = event.message.customer_id
+        elif outcome.customer:
+            event.customer_id = outcome.customer.pk
+    # Asked apart from the messages, through the index of live customers: a join
+    # would make PostgreSQL read the whole customer table for a batch.
+    customer_ids = sorted({event.customer_id for event in batch if event.customer_id})
+    erased = set(customer_ids)
+    for start in range(0, len(customer_ids), _CHUNK):
+        chunk = customer_ids[start : start + _CHUNK]
+        erased.difference_update(Customer.objects.live().filter(pk__in=_id_list(chunk)).values_list("pk", flat=True))
+    for event in batch:
+        event.erased = event.customer_id in erased
+
+
+def _id_list(ids: list[int]) -> list[int] | RawSQL:
+    """``ids`` for an ``__in`` lookup; on PostgreSQL one array parameter, as building and
+    parsing a query with thousands of placeholders costs more than the lookup itself."""
+    return RawSQL("SELECT unnest(%s::bigint[])", [ids]) if connection.vendor == "postgresql" else ids
+
+
+def _insert(provider: str, kind: str, batch: list[_Event], received_at: datetime, delivery_id: int | None) -> None:
+    """INSERT the events, skipping stored dedupe keys; sets ``pk`` on the ones inserted."""
+    ops = connection.ops
+    received, processed = ops.adapt_datetimefield_value(received_at), ops.adapt_datetimefield_value(timezone.now())
+    if connection.vendor == "postgresql":
+        inserted = _insert_postgresql(provider, kind, batch, received, processed, delivery_id)
+    else:
+        inserted = _insert_portable(provider, kind, batch, received, processed)
+    for event in batch:
+        event.pk = inserted.get(event.dedupe_key)
+
+
+_CONFLICT = "ON CONFLICT (provider, dedupe_key) DO NOTHING RETURNING id, dedupe_key"
+
+
+def _insert_postgresql(provider, kind, batch, received, processed, delivery_id: int | None) -> dict[str, int]:
+    # One statement: the per-event columns travel as one JSON document, joined by
+    # position to the payloads, read from the stored request body when there is one;
+    # rows go in dedupe key order, so batches sharing keys wait for each other, never deadlock.
+    if delivery_id is None:
+        payloads, payloads_param = "%s::jsonb", json.dumps([event.payload for event in batch])
+        positions = range(len(batch))
+    else:
+        payloads = f"(SELECT body::jsonb FROM {WebhookDelivery._meta.db_table} WHERE id = %s)"  # noqa: S608
+        payloads_param, positions = delivery_id, [event.index for event in batch]
+    document = json.dumps(
+        [
+            {"i": position + 1, "k": event.dedupe_key, "m": event.message.pk if event.message else None}
+            | {"e": event.error, "x": event.erased}
+            for position, event in zip(positions, batch, strict=True)
+        ]
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {ProviderEvent._meta.db_table} "  # noqa: S608 - names from the model, values bound
+            "(provider, kind, dedupe_key, payload, received_at, processed_at, message_id, error) "
+            "SELECT %s, %s, r.k, CASE WHEN r.x THEN %s::jsonb ELSE b.payload END, %s, %s, r.m, r.e "
+            "FROM jsonb_to_recordset(%s::jsonb) AS r(i bigint, k text, m bigint, e text, x boolean) "
+            f"JOIN jsonb_array_elements({payloads}) WITH ORDINALITY AS b(payload, i) ON b.i = r.i "
+            f"ORDER BY r.k {_CONFLICT}",
+            [provider, kind, json.dumps(ERASED_PAYLOAD), received, processed, document, payloads_param],
+        )
+        return {key: pk for pk, key in cursor.fetchall()}
+
+
+def _insert_portable(provider, kind, batch, received, processed) -> dict[str, int]:
+    inserted: dict[str, int] = {}
+    with connection.cursor() as cursor:
+        for start in range(0, len(batch), _SQLITE_CHUNK):
+            chunk = batch[start : start + _SQLITE_CHUNK]
+            params = []
+            for event in chunk:
+                message_id = event.message.pk if event.message else None
+                params += [provider, kind, event.dedupe_key, json.dumps(event.stored_payload)]
+                params += [received, processed, message_id, event.error]
+            cursor.execute(
+                f"INSERT INTO {ProviderEvent._meta.db_table} "  # noqa: S608 - names from the model, values bound
+                "(provider, kind, dedupe_key, payload, received_at, processed_at, message_id, error) "
+                f"VALUES {', '.join(['(%s, %s, %s, %s, %s, %s, %s, %s)'] * len(chunk))} {_CONFLICT}",
+                params,
+            )
+            inserted.update((key, pk) for pk, key in cursor.fetchall())
+    return inserted
+
+
+def _apply(provider: str, events: list[_Event]) -> None:
+    """Apply new events: status, suppression, then (customers not erased) timeline and consent."""
+    reached: dict[int, list[tuple[str, datetime]]] = defaultdict(list)
+    suppress: dict[str, list[str]] = defaultdict(list)
+    activities, consents = [], []
+    for event in events:
+        outcome, message = event.outcome, event.message
         if outcome.status and message:
-            message_advance(message=message, status=outcome.status, at=outcome.at)
+            reached[message.pk].append((outcome.status, outcome.at))
         if outcome.suppress:
             # Only a hash is kept, so this holds for erased customers too.
             address, reason = outcome.suppress
-            suppression_add(addresses=[address or (message.to_address if message else "")], reason=reason)
-        if customer and customer.erased_at:
+            suppress[reason].append(address or (message.to_address if message else ""))
+        if event.erased or not event.customer_id:
             # A late webhook about an erased customer moves the message's status (reports
             # keep their counts) but leaves no personal data: not on the timeline, not in the ledger.
-            ProviderEvent.objects.filter(pk=event.pk).update(
-                processed_at=timezone.now(), message=message, payload={"erased": True}, error=""
+            continue
+        if outcome.activity:
+            activities.append(
+                ActivityRow(
+                    customer_id=event.customer_id,
+                    kind=outcome.activity,
+                    channel=outcome.channel or (message.channel if message else ""),
+                    campaign_id=message.campaign_id if message else outcome.campaign_id,
+                    message_id=message.pk if message else None,
+                    occurred_at=outcome.at,
+                    properties={**outcome.properties, "provider_event": event.pk},
+                )
             )
-            return
-        if outcome.activity and customer:
-            # Through the timeline service, so last_engaged_<channel>_at stays current.
-            activity_record(
-                customer=customer,
-                kind=outcome.activity,
-                channel=outcome.channel or (message.channel if message else ""),
-                campaign_id=message.step.campaign_id if message else outcome.campaign_id,
-                message=message,
-                occurred_at=outcome.at,
-                properties={**outcome.properties, "provider_event": event.pk},
-            )
-        if outcome.consent and customer:
-            # Serialise consent changes per customer, so two opt-outs processed at once
-            # put one "consent changed" on the timeline, not two.
-            Customer.objects.select_for_update().filter(pk=customer.pk).values_list("pk").first()
-            consent_record(
-                customer=customer,
-                channel=outcome.channel or message.channel,
-                status=outcome.consent,
-                source=Consent.Source.SMS_KEYWORD if event.provider == "twilio" else Consent.Source.PROVIDER_EVENT,
-                # Takes effect when we learn of it, so an opt-out always
-                # outranks an earlier opt-in; the provider's time is evidence.
-                evidence={"provider_event": event.pk, "event_at": outcome.at.isoformat(), **outcome.properties},
-            )
-        error = outcome.error or ("" if (message or customer) else "No matching message or customer.")
-        ProviderEvent.objects.filter(pk=event.pk).update(processed_at=timezone.now(), message=message, error=error)
+        if outcome.consent:
+            consents.append(event)
+    messages_advance(reached=reached)
+    for reason, addresses in sorted(suppress.items()):
+        suppression_add(addresses=addresses, reason=reason)
+    activities_record(rows=activities)
+    for event in sorted(consents, key=lambda event: (event.customer_id, event.pk)):
+        _consent_record(provider, event)
+
+
+def _consent_record(provider: str, event: _Event) -> None:
+    # Serialise consent changes per customer, so two opt-outs processed at once
+    # put one "consent changed" on the timeline, not two.
+    customer = Customer.objects.select_for_update().get(pk=event.customer_id)
+    outcome = event.outcome
+    consent_record(
+        customer=customer,
+        channel=outcome.channel or event.message.channel,
+        status=outcome.consent,
+        source=Consent.Source.SMS_KEYWORD if provider == "twilio" else Consent.Source.PROVIDER_EVENT,
+        # Takes effect when we learn of it, so an opt-out always outranks an
+        # earlier opt-in; the provider's time is evidence.
+        evidence={"provider_event": event.pk, "event_at": outcome.at.isoformat(), **outcome.properties},
+    )
 
 
 def twilio_help_reply(params: dict) -> str:

@@ -10,21 +10,23 @@ are always a function of the customer's ``Activity`` rows:
   custom event (a kind that is not canonical) carrying that channel.
 
 ``customer_stats_refresh`` recomputes them all from scratch (idempotent, right
-after merges); ``activity_record`` moves a single column forward for the
-webhook path; ``events_record`` takes events from the API.
+after merges); ``activity_record`` moves a single column forward for one
+activity and ``activities_record`` does the same set-based for a webhook
+batch; ``events_record`` takes events from the API.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Any, NamedTuple
 
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Count, DecimalField, Max, OuterRef, Q, Subquery, Sum, Value
 from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import Cast, Coalesce
@@ -37,7 +39,7 @@ from customers.services.customers import NUL_MESSAGE, contains_nul, error_dict
 from customers.services.personas import personas_assign
 
 K = Activity.Kind
-ENGAGEMENT_KINDS = (K.MESSAGE_OPENED, K.MESSAGE_CLICKED, K.MESSAGE_REPLIED)
+ENGAGEMENT_KINDS = (K.MESSAGE_OPENED, K.MESSAGE_CLICKED, K.MESSAGE_REPLIED, K.SOCIAL_MENTIONED)
 EVENTS_LIMIT = 10_000
 FUTURE_TOLERANCE = timedelta(minutes=5)
 EARLIEST_YEAR = 1900
@@ -141,6 +143,91 @@ def activity_record(
     if kind == K.PURCHASE:
         customer_stats_refresh(customer_ids=[customer.pk])
     return activity
+
+
+class ActivityRow(NamedTuple):
+    """One timeline entry for ``activities_record``: an ``Activity``'s fields, without building the model."""
+
+    customer_id: int
+    kind: str
+    channel: str
+    campaign_id: int | None
+    message_id: int | None
+    occurred_at: datetime
+    properties: dict
+
+
+def activities_record(*, rows: list[ActivityRow]) -> int:
+    """Add many activities to their customers' timelines at once (the webhook batch path); returns how many.
+
+    Leaves what ``activity_record`` called once per row leaves, set-based: one
+    INSERT (on PostgreSQL the rows travel as one JSON document, read by
+    ``jsonb_to_recordset``; elsewhere ``bulk_create``), then
+    ``last_engaged_<channel>_at`` moved forward with one UPDATE per channel for
+    the batch (one per customer elsewhere); purchases recompute the purchase stats.
+    """
+    if not rows:
+        return 0
+    latest: dict[str, dict[int, datetime]] = {}
+    channels = set(Channel.values)
+    pairs = {(row.kind, row.channel) for row in rows}
+    engaging = {
+        (kind, channel) for kind, channel in pairs if channel in channels and counts_as_engagement(kind, channel)
+    }
+    for row in rows:
+        if (row.kind, row.channel) in engaging:
+            by_customer = latest.setdefault(row.channel, {})
+            at = by_customer.get(row.customer_id)
+            by_customer[row.customer_id] = row.occurred_at if at is None else max(at, row.occurred_at)
+    with transaction.atomic():
+        if connection.vendor == "postgresql":
+            _activities_insert_postgresql(rows)
+        else:
+            Activity.objects.bulk_create((Activity(**row._asdict()) for row in rows), batch_size=_CHUNK)
+        for channel, by_customer in sorted(latest.items()):
+            _last_engaged_advance(channel, by_customer)
+        customer_stats_refresh(customer_ids={row.customer_id for row in rows if row.kind == K.PURCHASE})
+    return len(rows)
+
+
+def _activities_insert_postgresql(rows: list[ActivityRow]) -> None:
+    document = json.dumps(
+        [
+            {"c": r.customer_id, "k": r.kind, "ch": r.channel, "cp": r.campaign_id, "m": r.message_id}
+            | {"t": r.occurred_at.timestamp(), "p": r.properties}
+            for r in rows
+        ]
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {Activity._meta.db_table} "  # noqa: S608 - names from the model, values bound
+            "(customer_id, kind, channel, campaign_id, message_id, occurred_at, properties) "
+            "SELECT r.c, r.k, r.ch, r.cp, r.m, to_timestamp(r.t), r.p "
+            "FROM jsonb_to_recordset(%s::jsonb) "
+            "AS r(c bigint, k text, ch text, cp bigint, m bigint, t float8, p jsonb)",
+            [document],
+        )
+
+
+def _last_engaged_advance(channel: str, latest: dict[int, datetime]) -> None:
+    """Move ``last_engaged_<channel>_at`` forward to ``latest[customer id]`` where that is later."""
+    column = f"last_engaged_{channel}_at"
+    ids = sorted(latest)  # one lock order for concurrent batches
+    if connection.vendor != "postgresql":
+        for pk in ids:
+            at = latest[pk]
+            Customer.objects.filter(Q(**{f"{column}__isnull": True}) | Q(**{f"{column}__lt": at}), pk=pk).update(
+                **{column: at}
+            )
+        return
+    document = json.dumps([{"id": pk, "t": latest[pk].timestamp()} for pk in ids])
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {Customer._meta.db_table} AS c SET {column} = to_timestamp(v.t) "  # noqa: S608 - as above
+            "FROM jsonb_to_recordset(%s::jsonb) AS v(id bigint, t float8) "
+            f"WHERE c.id = v.id AND (c.{column} IS NULL OR c.{column} < to_timestamp(v.t))",
+            [document],
+        )
 
 
 # --- events from the API -------------------------------------------------------

@@ -20,7 +20,7 @@ from django.db.models.functions import Replace
 from django.utils import timezone
 
 from campaigns.models import Enrollment
-from channels.models import Message, ProviderEvent, SandboxMessage, Suppression
+from channels.models import Message, ProviderEvent, SandboxMessage, Suppression, WebhookDelivery
 from channels.suppression import suppressed_hashes, suppression_add
 from customers.identity import IDENTITY_FIELDS
 from customers.models import Activity, Consent, Customer, Erasure
@@ -255,6 +255,11 @@ def customer_erase(*, customer: Customer, by, reason: str = "") -> Erasure:
             SandboxMessage.objects.filter(to_address__in=every_address).update(
                 to_address="", subject="", body="", request={}
             )
+            # A webhook batch not split yet (or kept for its error) still holds the raw request.
+            addressed = Q()
+            for address in every_address:
+                addressed |= Q(body__contains=address)
+            WebhookDelivery.objects.filter(addressed).update(body=_scrubbed("body", every_address))
         Activity.objects.filter(customer=customer).update(properties={})
         Consent.objects.filter(customer=customer).update(evidence={})
         SegmentMember.objects.filter(customer=customer).delete()
