@@ -41,6 +41,8 @@ class EventOutcome:
     suppress: tuple[str, str] | None = None
     properties: dict = field(default_factory=dict)
     error: str = ""
+    # Why the message failed, bounced or was undelivered, as the provider put it (Message.error).
+    failure: str = ""
 
 
 def _epoch(value) -> datetime:
@@ -109,6 +111,8 @@ def parse_sendgrid_event(event: dict) -> EventOutcome:
     outcome.status, outcome.activity, outcome.consent = SENDGRID_EVENTS[name]
     outcome.properties = {k: event[k] for k in _SENDGRID_DETAILS if k in event}
     address = str(event.get("email") or "")
+    if outcome.status in (S.BOUNCED, S.FAILED):
+        outcome.failure = f"SendGrid {name}: {event.get('reason') or 'no reason given'}"[:2000]
     if name == "bounce":
         outcome.properties["hard"] = is_hard_bounce(event)
         if outcome.properties["hard"]:
@@ -135,6 +139,15 @@ TWILIO_STATUSES = {
     "read": (S.OPENED, K.MESSAGE_OPENED),
     "undelivered": (S.UNDELIVERED, K.MESSAGE_FAILED),
     "failed": (S.FAILED, K.MESSAGE_FAILED),
+}
+# The delivery errors a status callback reports most; the rest are named by code only.
+TWILIO_DELIVERY_ERRORS = {
+    "30003": "unreachable destination handset",
+    "30004": "message blocked",
+    "30005": "unknown destination handset",
+    "30006": "landline or unreachable carrier",
+    "30007": "filtered by the carrier",
+    "30008": "unknown error",
 }
 STOP_WORDS = {"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "OPTOUT", "OPT OUT", "REVOKE"}
 START_WORDS = {"START", "YES", "UNSTOP", "OPTIN"}
@@ -174,6 +187,10 @@ def parse_twilio_status(params: dict) -> EventOutcome:
         outcome.provider_message = ("twilio", str(params.get("MessageSid", "")))
     if params.get("ErrorCode"):
         outcome.properties = {"error_code": params["ErrorCode"]}
+    if outcome.status in (S.FAILED, S.UNDELIVERED):
+        code = str(params.get("ErrorCode") or "")
+        described = TWILIO_DELIVERY_ERRORS.get(code, "see https://www.twilio.com/docs/api/errors")
+        outcome.failure = f"Twilio {status}: error {code}, {described}" if code else f"Twilio {status}"
     return outcome
 
 

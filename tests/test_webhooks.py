@@ -429,6 +429,7 @@ def test_hard_bounce_suppresses_the_address(client, email_message, django_captur
     activity = Activity.objects.get(message=email_message, kind="message.bounced")
     assert activity.properties["reason"].startswith("550 5.1.1")
     assert activity.properties["hard"] is True
+    assert email_message.error == "SendGrid bounce: 550 5.1.1 The email account that you tried to reach does not exist"
     assert is_suppressed(email_message.customer.email)
     assert Suppression.objects.get().reason == "hard_bounce"
 
@@ -504,6 +505,8 @@ def test_twilio_failures_carry_the_error_code(client, sms_message, django_captur
     activity = Activity.objects.get(message=sms_message, kind="message.failed")
     assert activity.properties["error_code"] == code
     assert activity.channel == "sms"
+    # The Failed deliveries page shows why.
+    assert sms_message.error.startswith(f"Twilio {status}: error {code}, ")
 
 
 def test_whatsapp_read_marks_the_message_opened(client, sms_message, django_capture_on_commit_callbacks):

@@ -281,11 +281,14 @@ def _apply(provider: str, events: list[_Event]) -> None:
     """Apply new events: status, suppression, then (customers not erased) timeline and consent."""
     reached: dict[int, list[tuple[str, datetime]]] = defaultdict(list)
     suppress: dict[str, list[str]] = defaultdict(list)
+    failures: dict[str, list[int]] = defaultdict(list)
     activities, consents = [], []
     for event in events:
         outcome, message = event.outcome, event.message
         if outcome.status and message:
             reached[message.pk].append((outcome.status, outcome.at))
+            if outcome.failure:
+                failures[outcome.failure].append(message.pk)
         if outcome.suppress:
             # Only a hash is kept, so this holds for erased customers too.
             address, reason = outcome.suppress
@@ -309,6 +312,8 @@ def _apply(provider: str, events: list[_Event]) -> None:
         if outcome.consent:
             consents.append(event)
     messages_advance(reached=reached)
+    for failure, message_ids in sorted(failures.items()):  # few distinct reasons: one UPDATE each
+        Message.objects.filter(pk__in=message_ids, error="").update(error=failure)
     for reason, addresses in sorted(suppress.items()):
         suppression_add(addresses=addresses, reason=reason)
     activities_record(rows=activities)
