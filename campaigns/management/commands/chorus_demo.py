@@ -161,6 +161,8 @@ SPRING_EMAIL_BARGAIN = {
 SPRING_SMS = (
     f"Northwind: {{{{ customer.first_name }}}}, 20% off spring gear with code SPRING20 {SHOP}/spring {SMS_OPT_OUT}"
 )
+# The campaign's public post, and a direct message to customers who follow on Mastodon.
+SPRING_POST = "Spring is here: 20% off the whole spring collection this week with code SPRING20. " + f"{SHOP}/spring"
 WINTER_EMAIL = {
     "subject": "{{ customer.first_name | default: 'Hello' }}, winter clearance: up to 30% off",
     "preheader": "Up to 30% off outerwear while stocks last.",
@@ -239,6 +241,8 @@ class Command(BaseCommand):
             email_from_address="hello@northwind.example",
             email_reply_to="care@northwind.example",
             sms_sender="+15005550006",
+            mastodon_account="@northwind@mastodon.social",
+            bluesky_account="northwind.bsky.social",
             banned_phrases="guaranteed\nrisk-free\nact now\nmiracle",
             link_domains="northwind.example",
             utm_parameters="utm_source=chorus",
@@ -349,6 +353,13 @@ class Command(BaseCommand):
             delay=timedelta(minutes=1),
             template=self._template(brand, "Spring sale · SMS", "sms", SPRING_SMS),
         )
+        Step.objects.create(
+            campaign=campaign,
+            position=2,
+            channel="mastodon",
+            delay=timedelta(minutes=1),
+            template=self._template(brand, "Spring sale · Mastodon", "mastodon", SPRING_POST),
+        )
         # The review it went through, as the audit trail shows it.
         reviewer = get_user_model().objects.get(username=DEMO_USER)
         for minutes, action in ((6, "submitted"), (4, "approved"), (2, "scheduled")):
@@ -373,7 +384,7 @@ class Command(BaseCommand):
     def _consents(self, rng, person, now, consents, activities, email_ok, sms_ok):
         """An import-time state per channel, and for some a later change with its evidence."""
         joined = person.created_at
-        for channel, p_in, p_out in (("email", 0.8, 0.1), ("sms", 0.55, 0.15)):
+        for channel, p_in, p_out in (("email", 0.8, 0.1), ("sms", 0.55, 0.15), ("social", 0.3, 0.05)):
             roll = rng.random()
             if roll >= p_in + p_out:
                 continue  # never asked
