@@ -38,18 +38,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
-import socket
 import statistics
 import subprocess
-import sys
 import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from benchmarks import processes
 from benchmarks.db import (
-    PROJECT_ROOT,
     BenchError,
     check_bench_url,
     connect,
@@ -67,10 +64,6 @@ RSS_LIMIT_MB = 200
 POLL_SECONDS = 0.1
 RSS_SAMPLE_SECONDS = 0.2
 CUSTOMER_DOMAIN = "send.bench.example"
-# One process that runs tasks per worker (prefork, one child), consuming the email queue only.
-WORKER_ARGUMENTS = (
-    "-A config worker -Q email --concurrency 1 --without-gossip --without-mingle --without-heartbeat -l info"
-)
 
 _PARAGRAPH = (
     "Our spring collection is in: light shells, merino layers and trail shoes built for long days outside. "
@@ -214,71 +207,6 @@ def _run_prepare(step, count: int) -> tuple[int, list[int]]:
 # --- processes -------------------------------------------------------------------------------
 
 
-def _environment(url: str, broker: str, port: int) -> dict[str, str]:
-    return {
-        **os.environ,
-        "DATABASE_URL": url,
-        "CELERY_BROKER_URL": broker,
-        "CHORUS_PUBLIC_URL": f"http://127.0.0.1:{port}",
-        "DEBUG": "false",
-        "DJANGO_SETTINGS_MODULE": "config.settings",
-    }
-
-
-def _sandbox_start(env: dict[str, str], port: int, log: Path) -> subprocess.Popen:
-    process = subprocess.Popen(  # noqa: S603 - our own interpreter and manage.py
-        [sys.executable, str(PROJECT_ROOT / "manage.py"), "runserver", f"127.0.0.1:{port}", "--noreload"],
-        cwd=PROJECT_ROOT,
-        env=env,
-        stdout=log.open("w"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise BenchError(f"the sandbox server exited; see {log}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return process
-        except OSError:
-            time.sleep(0.2)
-    raise BenchError(f"the sandbox server did not listen on port {port} within 60 s; see {log}")
-
-
-def _workers_start(env: dict[str, str], count: int, logdir: Path) -> dict[str, subprocess.Popen]:
-    workers = {}
-    for n in range(1, count + 1):
-        name = f"sendbench{n}@{socket.gethostname()}"
-        log = logdir / f"worker{n}.log"
-        workers[name] = subprocess.Popen(  # noqa: S603 - our own interpreter and celery
-            [sys.executable, "-m", "celery", *WORKER_ARGUMENTS.split(), "-n", name, "--logfile", str(log)],
-            cwd=PROJECT_ROOT,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    deadline = time.monotonic() + 90
-    for n, (name, process) in enumerate(workers.items(), start=1):
-        log = logdir / f"worker{n}.log"
-        while "ready." not in (log.read_text() if log.exists() else ""):
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise BenchError(f"worker {name} did not start; see {log}")
-            time.sleep(0.2)
-    return workers
-
-
-def _stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-
-
 def _children(pid: int) -> list[int]:
     found = []
     for entry in Path("/proc").iterdir():
@@ -400,18 +328,21 @@ def main(args: argparse.Namespace) -> int:
 
     _customers_ensure(args.messages)
     step = _step_ensure()
-    env = _environment(url, args.broker, args.port)
+    env = processes.environment(url, args.broker, args.port)
     logdir = Path(settings.DATA_DIR) / "bench-send"
     logdir.mkdir(parents=True, exist_ok=True)
     print(
         f"send: {database_name(url)}, broker {args.broker}, {args.messages:,} messages x {args.runs} run(s), "
         f"{args.workers} worker process(es), batch {settings.CHORUS_SEND_BATCH['email']}; logs in {logdir}"
     )
-    sandbox = _sandbox_start(env, args.port, logdir / "sandbox.log")
+    sandbox = processes.sandbox_start(env, args.port, logdir / "sandbox.log")
     workers: dict[str, subprocess.Popen] = {}
     results = []
     try:
-        workers = _workers_start(env, args.workers, logdir)
+        for n in range(1, args.workers + 1):
+            # One process that runs tasks per worker (prefork, one child), consuming the email queue only.
+            name = f"sendbench{n}"
+            workers[name] = processes.worker_start(env, queue="email", name=name, log=logdir / f"worker{n}.log")
         for number in range(1, args.runs + 1):
             result = timed_run(number, url, step, args.messages, workers, sandbox)
             rss = ", ".join(f"{p['child']:.0f} MB (parent {p['parent']:.0f})" for p in result.peak_rss_mb.values())
@@ -424,9 +355,8 @@ def main(args: argparse.Namespace) -> int:
             )
             results.append(result)
     finally:
-        for process in workers.values():
-            _stop(process)
-        _stop(sandbox)
+        for process in [*workers.values(), sandbox]:
+            processes.stop(process)
     median = statistics.median(r.messages_per_second for r in results)
     peak = max(p["child"] for r in results for p in r.peak_rss_mb.values())
     print()

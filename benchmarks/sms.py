@@ -31,8 +31,6 @@ import argparse
 import bisect
 import json
 import os
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -40,8 +38,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from benchmarks import processes
 from benchmarks.db import (
-    PROJECT_ROOT,
     BenchError,
     check_bench_url,
     connect,
@@ -163,42 +161,6 @@ def _run_prepare(step, count: int) -> tuple[int, list[int]]:
     return run.pk, [m.pk for m in messages]
 
 
-# --- processes -------------------------------------------------------------------------------
-
-
-def _start(command: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
-    with log.open("w") as output:
-        return subprocess.Popen(  # noqa: S603 - our own interpreter, manage.py and celery
-            command, cwd=PROJECT_ROOT, env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True
-        )
-
-
-def _wait(what: str, ready, process: subprocess.Popen, log: Path, timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while not ready():
-        if process.poll() is not None or time.monotonic() > deadline:
-            raise BenchError(f"{what} did not start; see {log}")
-        time.sleep(0.2)
-
-
-def _listening(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=1).close()
-        return True
-    except OSError:
-        return False
-
-
-def _stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-
-
 # --- runs ------------------------------------------------------------------------------------
 
 
@@ -257,35 +219,20 @@ def main(args: argparse.Namespace) -> int:
     from django.conf import settings
 
     step = _step_ensure(args.mps, args.messages)
-    env = {
-        **os.environ,
-        "DATABASE_URL": url,
-        "CHORUS_PUBLIC_URL": f"http://127.0.0.1:{args.port}",
-        "DEBUG": "false",
-        "DJANGO_SETTINGS_MODULE": "config.settings",
-    }
+    env = processes.environment(url, args.broker, args.port)
     logdir = Path(settings.DATA_DIR) / "bench-sms"
     logdir.mkdir(parents=True, exist_ok=True)
     print(
         f"sms: {database_name(url)}, broker and limiter {args.broker}, {args.messages:,} SMS x {args.runs} run(s) "
         f"at {args.mps}/s through {args.workers} worker process(es), {args.batch} per task; logs in {logdir}"
     )
-    server_log = logdir / "sandbox.log"
-    server = _start(
-        [sys.executable, str(PROJECT_ROOT / "manage.py"), "runserver", f"127.0.0.1:{args.port}", "--noreload"],
-        env,
-        server_log,
-    )
+    server = processes.sandbox_start(env, args.port, logdir / "sandbox.log")
     workers: list[subprocess.Popen] = []
     results: list[RunResult] = []
     try:
-        _wait("the sandbox server", lambda: _listening(args.port), server, server_log)
         for n in range(1, args.workers + 1):
             log = logdir / f"worker{n}.log"
-            command = [sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", "sms", "--concurrency", "1",
-                       "-n", f"smsbench{n}@%h", "--without-gossip", "--without-mingle", "-l", "info"]  # fmt: skip
-            workers.append(_start(command, env, log))
-            _wait(f"worker {n}", lambda log=log: "ready." in log.read_text(), workers[-1], log)
+            workers.append(processes.worker_start(env, queue="sms", name=f"smsbench{n}", log=log))
         for number in range(1, args.runs + 1):
             result = timed_run(number, url, step, args.messages, args.mps, args.batch)
             print(
@@ -296,7 +243,7 @@ def main(args: argparse.Namespace) -> int:
             results.append(result)
     finally:
         for process in [*workers, server]:
-            _stop(process)
+            processes.stop(process)
     achieved = statistics.median(r.achieved_per_second for r in results)
     busiest = statistics.median(r.busiest_second for r in results)
     median_second = statistics.median(r.median_second for r in results)
