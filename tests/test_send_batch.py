@@ -12,6 +12,8 @@ import re
 from urllib.parse import urlsplit
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from campaigns.content.render import RECIPIENT_TAGS
@@ -171,3 +173,22 @@ def test_recording_a_sent_batch_never_moves_a_message_backwards(hold_sends):
     assert (first.provider_message_id, first.body, first.sent_at is not None) == (f"x.{first.pk}", "Hello", True)
     assert (second.status, second.rank, second.provider, second.subject) == ("sent", 20, "sendgrid", "Spring")
     assert (third.status, third.provider_message_id, third.body) == ("skipped", None, "")
+
+
+def test_the_send_path_makes_the_same_queries_for_three_recipients_as_for_thirty(
+    sandbox, hold_sends, hold_playback, django_assert_max_num_queries
+):
+    """No query per message: claim, re-checks, render and recording are per batch.
+
+    On PostgreSQL; SQLite records each sent message with its own UPDATE (one transaction)."""
+    if connection.vendor != "postgresql":
+        pytest.skip("SQLite records sent messages one UPDATE each, by design")
+    CustomerFactory.create_batch(33, consents={"email": "opted_in"})
+    messages = queued_messages(broadcast_campaign())
+    small, large = messages[:3], messages[3:]
+
+    with CaptureQueriesContext(connection) as for_three:
+        messages_send(message_ids=[m.pk for m in small])
+    with django_assert_max_num_queries(len(for_three.captured_queries)):
+        messages_send(message_ids=[m.pk for m in large])
+    assert Message.objects.filter(status="sent").count() == len(messages)
