@@ -68,7 +68,13 @@ def _claim(message_ids: list[int]) -> list[Message]:
         )
     # Everything rendering reads, in three queries for the whole batch. A batch has one step
     # or a few: each is loaded once and shared by its messages, not joined into every row.
-    messages = list(Message.objects.filter(pk__in=ids).select_related("customer__persona").order_by("pk"))
+    # Only what sending reads of a message: the rest (timestamps, content, errors) is written, never read here.
+    messages = list(
+        Message.objects.filter(pk__in=ids)
+        .select_related("customer__persona")
+        .only("channel", "to_address", "run_id", "step_id", "customer")
+        .order_by("pk")
+    )
     steps = (
         Step.objects.filter(pk__in={message.step_id for message in messages})
         .select_related("campaign__brand", "template")
