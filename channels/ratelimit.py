@@ -240,13 +240,6 @@ class _Limits:
 limits = _Limits()
 
 
-def effective_sender(channel: str, outbound: Outbound) -> str:
-    """The sender the provider sees: Twilio falls back to ``TWILIO_FROM_NUMBER`` (as its adapter does)."""
-    if not outbound.sender and channel in ("sms", "whatsapp"):
-        return settings.TWILIO_FROM_NUMBER
-    return outbound.sender
-
-
 def send_throttled(adapter: Adapter, outbound: Sequence[Outbound]) -> list[SendResult]:
     """``adapter.send(outbound)``, never faster than each sender's ``SenderRateLimit``.
 
@@ -261,7 +254,7 @@ def send_throttled(adapter: Adapter, outbound: Sequence[Outbound]) -> list[SendR
     unlimited: list[int] = []
     by_sender: dict[tuple[str, int], list[int]] = defaultdict(list)
     for i, msg in enumerate(outbound):
-        sender = effective_sender(channel, msg)
+        sender = adapter.sender_of(msg)
         if (per_second := limits.get(channel, sender)) is None:
             unlimited.append(i)
         else:

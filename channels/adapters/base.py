@@ -98,6 +98,10 @@ class Adapter(ABC):
     # otherwise every message arrives with its own content written out.
     substitutes: bool = False
 
+    def sender_of(self, msg: Outbound) -> str:
+        """The sender the provider sees for ``msg`` (a rate limit is per this sender)."""
+        return msg.sender
+
     @abstractmethod
     def send(self, batch: Sequence[Outbound]) -> list[SendResult]:
         """Send every message of ``batch``; one result per message, in order."""

@@ -79,8 +79,12 @@ class TwilioSmsAdapter(Adapter):
     def _address(self, number: str) -> str:
         return self.prefix + number.removeprefix(self.prefix) if self.prefix else number
 
+    def sender_of(self, msg: Outbound) -> str:
+        """The brand's number or Messaging Service, else ``TWILIO_FROM_NUMBER``."""
+        return msg.sender or settings.TWILIO_FROM_NUMBER
+
     def _create(self, msg: Outbound) -> str:
-        sender = msg.sender or settings.TWILIO_FROM_NUMBER
+        sender = self.sender_of(msg)
         origin = {"messaging_service_sid": sender} if sender.startswith("MG") else {"from_": self._address(sender)}
         created = self.client.messages.create(
             to=self._address(msg.to),
