@@ -218,6 +218,7 @@ class Activity(models.Model):
         MESSAGE_DROPPED = "message.dropped"
         MESSAGE_FAILED = "message.failed"
         MESSAGE_SKIPPED = "message.skipped"
+        MESSAGE_RETRIED = "message.retried"
         MESSAGE_REPLIED = "message.replied"
         MESSAGE_UNSUBSCRIBED = "message.unsubscribed"
         MESSAGE_COMPLAINED = "message.complained"

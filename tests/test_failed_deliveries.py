@@ -65,6 +65,7 @@ def test_a_retried_message_is_queued_again_and_delivered_once(failed, hold_sends
     retried = Activity.objects.get(message=email, kind="message.retried")
     assert retried.properties["by"] == "root"
     assert retried.properties["was"] == "failed"
+    assert retried.channel == "email"  # on the timeline under its channel, not counted as engagement
     assert hold_sends == [{"email": [email.pk]}]
 
     send_held(hold_sends)

@@ -15,7 +15,6 @@ from customers.models import Activity
 S = Message.Status
 RETRYABLE = (S.FAILED, S.UNDELIVERED)
 RETRY_CHUNK = 1000
-RETRIED = "message.retried"
 
 
 def messages_retry(*, message_ids: Iterable[int], by: AbstractBaseUser) -> int:
@@ -65,13 +64,12 @@ def messages_retry(*, message_ids: Iterable[int], by: AbstractBaseUser) -> int:
                 activities.append(
                     Activity(
                         customer_id=customer_id,
-                        kind=RETRIED,
-                        # No channel: a kind outside the canonical list with a channel
-                        # would count as engagement on it (see counts_as_engagement).
+                        kind=Activity.Kind.MESSAGE_RETRIED,
+                        channel=channel,
                         campaign_id=campaign_id,
                         message_id=pk,
                         occurred_at=now,
-                        properties={"by": by.get_username(), "channel": channel, "was": status, "error": error[:500]},
+                        properties={"by": by.get_username(), "was": status, "error": error[:500]},
                     )
                 )
         Activity.objects.bulk_create(activities)
