@@ -189,7 +189,7 @@ def _customer_for(network: str, handle: str) -> Customer | None:
         return None
     if not normalized:
         return None
-    return Customer.objects.filter(**{_HANDLE_FIELD[network]: normalized}).first()
+    return Customer.objects.live().filter(**{_HANDLE_FIELD[network]: normalized}).first()
 
 
 def _mention_record(network: str, mention: Mention, posts: dict[str, SocialPost], messages: dict[str, Message]) -> int:
@@ -213,7 +213,7 @@ def _mention_record(network: str, mention: Mention, posts: dict[str, SocialPost]
         except IntegrityError:
             return 0
         customer = _customer_for(network, mention.author)
-        if customer is None or customer.erased_at is not None:
+        if customer is None:
             ProviderEvent.objects.filter(pk=event.pk).update(error=f"No customer has the handle {mention.author!r}.")
             return 1
         campaign_id = post.step.campaign_id if post else (message.step.campaign_id if message else None)
