@@ -177,6 +177,21 @@ def test_recording_a_sent_batch_never_moves_a_message_backwards(hold_sends):
     assert (third.status, third.provider_message_id, third.body) == ("skipped", None, "")
 
 
+def test_a_failure_reported_before_the_send_call_returned_keeps_its_reason(hold_sends):
+    CustomerFactory.create_batch(2, consents={"email": "opted_in"})
+    bounced, sent = _claim([m.pk for m in queued_messages(broadcast_campaign())])
+    Message.objects.filter(pk=sent.pk).update(error="SendGrid 429: too many requests")  # an earlier attempt's
+    # The bounce webhook got there first, with the reason shown on the Failed deliveries page.
+    Message.objects.filter(pk=bounced.pk).update(
+        status="bounced", rank=Message.RANK["bounced"], error="SendGrid bounce: 550 no such user"
+    )
+    _finish_sent("sendgrid", [(m, "Spring", "Hello", f"x.{m.pk}") for m in (bounced, sent)])
+
+    bounced, sent = (Message.objects.get(pk=m.pk) for m in (bounced, sent))
+    assert (bounced.status, bounced.error) == ("bounced", "SendGrid bounce: 550 no such user")
+    assert (sent.status, sent.error) == ("sent", "")
+
+
 def test_the_send_path_makes_the_same_queries_for_three_recipients_as_for_thirty(
     sandbox, hold_sends, hold_playback, django_assert_max_num_queries, settings, monkeypatch
 ):

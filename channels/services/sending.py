@@ -10,7 +10,7 @@ import logging
 from collections import defaultdict
 
 from django.db import connection, transaction
-from django.db.models import F
+from django.db.models import Case, F, TextField, Value, When
 from django.utils import timezone
 
 from campaigns.content.liquid import ContentError
@@ -25,6 +25,8 @@ from customers.models import Activity, Customer
 
 logger = logging.getLogger(__name__)
 S = Message.Status
+# What a provider's webhook reports when a message did not arrive; its reason is the message's error.
+FAILURES = (S.FAILED.value, S.BOUNCED.value, S.UNDELIVERED.value)
 
 
 class TransientSendError(Exception):
@@ -117,7 +119,13 @@ def _finish(
         details.update(subject=rendered.subject, body=rendered.text)
     details.update(skip_reason=skip)
     fields = {name: value for name, value in details.items() if value}
-    fields["error"] = error[:2000]  # a success after a transient error clears it
+    # A success after a transient error clears it; a failure the provider's webhook reported
+    # first (it can beat the API call's answer) keeps its reason.
+    fields["error"] = Case(
+        When(status__in=FAILURES, rank__gte=Message.RANK[status], then=F("error")),
+        default=Value(error[:2000]),
+        output_field=TextField(),
+    )
     Message.objects.filter(pk__in=[m.pk for m in messages]).exclude(status=S.SKIPPED).update(
         **fields, **advance(status, now)
     )
@@ -177,7 +185,8 @@ def _finish_sent(provider: str, sent: list[tuple[Message, str, str, str | None]]
     sql = (
         f"WITH sent AS (UPDATE {Message._meta.db_table} AS m SET "  # noqa: S608 - table names come from the models, values are bound
         "status = CASE WHEN m.rank < %s THEN %s ELSE m.status END, rank = GREATEST(m.rank, %s), "
-        "sent_at = LEAST(m.sent_at, %s), updated_at = %s, provider = %s, error = '', "
+        "sent_at = LEAST(m.sent_at, %s), updated_at = %s, provider = %s, "
+        "error = CASE WHEN m.status = ANY(%s) THEN m.error ELSE '' END, "
         "provider_message_id = COALESCE(v.provider_message_id, m.provider_message_id), "
         "subject = COALESCE(NULLIF(v.subject, ''), m.subject), body = COALESCE(NULLIF(v.body, ''), m.body) "
         "FROM jsonb_to_recordset(%s::jsonb) "
@@ -188,7 +197,7 @@ def _finish_sent(provider: str, sent: list[tuple[Message, str, str, str | None]]
         "(customer_id, occurred_at, kind, channel, campaign_id, message_id, properties) "
         "SELECT customer_id, %s, %s, channel, campaign_id, id, jsonb_build_object('to', to_address) FROM sent"
     )
-    params = [rank, S.SENT.value, rank, now, now, provider, json.dumps(rows), S.SKIPPED.value]
+    params = [rank, S.SENT.value, rank, now, now, provider, list(FAILURES), json.dumps(rows), S.SKIPPED.value]
     with connection.cursor() as cursor:
         cursor.execute(sql, [*params, now, Activity.Kind.MESSAGE_SENT.value])
     return []
