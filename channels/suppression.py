@@ -16,6 +16,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 
 from channels.models import Suppression
+from config.db import in_values
 
 
 def _hashes_by_address(addresses: Iterable[str | None]) -> dict[str, str]:
@@ -51,7 +52,8 @@ def suppressed_hashes(addresses: Iterable[str | None]) -> set[str]:
     hashes = set(_hashes_by_address(addresses).values())
     if not hashes:
         return set()
-    return set(Suppression.objects.filter(address_hash__in=hashes).values_list("address_hash", flat=True))
+    matching = Suppression.objects.filter(address_hash__in=in_values(hashes, "text"))
+    return set(matching.values_list("address_hash", flat=True))
 
 
 def suppressed_addresses(addresses: Iterable[str | None]) -> set[str]:

@@ -19,13 +19,13 @@ from datetime import datetime
 from typing import NamedTuple
 
 from django.db import connection, transaction
-from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
 from channels.models import Message, ProviderEvent, WebhookDelivery
 from channels.providers import EVENT_PARSERS, HELP_WORDS, EventOutcome, bare_number, delivery_events, twilio_keyword
 from channels.services.status import messages_advance
 from channels.suppression import suppression_add
+from config.db import in_values
 from customers.models import Consent, Customer
 from customers.services import consent_record
 from customers.services.activities import ActivityRow, activities_record
@@ -171,7 +171,7 @@ def _resolve(batch: list[_Event]) -> None:
     ids = sorted({event.outcome.message_id for event in batch if event.outcome.message_id})
     by_id: dict[int, _MessageRow] = {}
     for start in range(0, len(ids), _CHUNK):
-        by_id.update(rows(Message.objects.filter(pk__in=_id_list(ids[start : start + _CHUNK])), "pk"))
+        by_id.update(rows(Message.objects.filter(pk__in=in_values(ids[start : start + _CHUNK])), "pk"))
     references: dict[str, set[str]] = defaultdict(set)
     for event in batch:
         if event.outcome.provider_message:
@@ -201,15 +201,9 @@ def _resolve(batch: list[_Event]) -> None:
     erased = set(customer_ids)
     for start in range(0, len(customer_ids), _CHUNK):
         chunk = customer_ids[start : start + _CHUNK]
-        erased.difference_update(Customer.objects.live().filter(pk__in=_id_list(chunk)).values_list("pk", flat=True))
+        erased.difference_update(Customer.objects.live().filter(pk__in=in_values(chunk)).values_list("pk", flat=True))
     for event in batch:
         event.erased = event.customer_id in erased
-
-
-def _id_list(ids: list[int]) -> list[int] | RawSQL:
-    """``ids`` for an ``__in`` lookup; on PostgreSQL one array parameter, as building and
-    parsing a query with thousands of placeholders costs more than the lookup itself."""
-    return RawSQL("SELECT unnest(%s::bigint[])", [ids]) if connection.vendor == "postgresql" else ids
 
 
 def _insert(provider: str, kind: str, batch: list[_Event], received_at: datetime, delivery_id: int | None) -> None:

@@ -21,6 +21,7 @@ from channels.models import Message
 from channels.ratelimit import send_throttled
 from channels.services.status import advance
 from channels.suppression import suppressed_addresses
+from config.db import in_values
 from customers.models import Activity, Customer
 
 logger = logging.getLogger(__name__)
@@ -62,17 +63,17 @@ def _claim(message_ids: list[int]) -> list[Message]:
     with transaction.atomic():
         ids = list(
             Message.objects.select_for_update(skip_locked=True)
-            .filter(pk__in=message_ids, status=S.QUEUED)
+            .filter(pk__in=in_values(message_ids), status=S.QUEUED)
             .values_list("pk", flat=True)
         )
-        Message.objects.filter(pk__in=ids, status=S.QUEUED).update(
+        Message.objects.filter(pk__in=in_values(ids), status=S.QUEUED).update(
             status=S.SENDING, rank=Message.RANK[S.SENDING], attempts=F("attempts") + 1, updated_at=timezone.now()
         )
     # Everything rendering reads, in three queries for the whole batch. A batch has one step
     # or a few: each is loaded once and shared by its messages, not joined into every row.
     # Only what sending reads of a message: the rest (timestamps, content, errors) is written, never read here.
     messages = list(
-        Message.objects.filter(pk__in=ids)
+        Message.objects.filter(pk__in=in_values(ids))
         .select_related("customer__persona")
         .only("channel", "to_address", "run_id", "step_id", "customer")
         .order_by("pk")
@@ -126,7 +127,7 @@ def _finish(
         default=Value(error[:2000]),
         output_field=TextField(),
     )
-    Message.objects.filter(pk__in=[m.pk for m in messages]).exclude(status=S.SKIPPED).update(
+    Message.objects.filter(pk__in=in_values([m.pk for m in messages])).exclude(status=S.SKIPPED).update(
         **fields, **advance(status, now)
     )
     kind = {
@@ -229,7 +230,7 @@ def messages_send(*, message_ids: list[int], final_attempt: bool = False) -> Non
 def _send_channel(channel: str, messages: list[Message], final_attempt: bool) -> float | None:
     """Send one channel's claimed messages; returns None, or the wait before a retry if some went back to queued."""
     consented = set(
-        Customer.objects.filter(pk__in=[m.customer_id for m in messages])
+        Customer.objects.filter(pk__in=in_values([m.customer_id for m in messages]))
         .consented(CONSENT_CHANNEL.get(channel, channel))
         .values_list("pk", flat=True)
     )
