@@ -31,6 +31,9 @@ Contract:
   and the CPU seconds per 1,000 messages the workers and the sandbox used (from
   ``/proc``): on a machine shared with other work, that is the figure to compare.
   PostgreSQL's share is not counted (its backends come and go with connections).
+* Once, before the runs: the PostgreSQL floor (``write_floor``), microseconds
+  per message of the writes every send needs (claim, sent, timeline) done as
+  bare SQL with no worker, and the share of a core that is at the target rate.
 """
 
 from __future__ import annotations
@@ -204,6 +207,42 @@ def _run_prepare(step, count: int) -> tuple[int, list[int]]:
     return run.pk, [m.pk for m in messages]
 
 
+def write_floor(step, count: int) -> float:
+    """Microseconds of PostgreSQL per message for the writes every send needs, done as bare SQL.
+
+    On a freshly queued run (outside the timing, no worker): per 1,000 messages, the
+    claim UPDATE (queued -> sending), then the sent UPDATE with subject, body (one of the
+    length the newsletter renders to) and provider id feeding the ``message.sent``
+    timeline INSERT, as the send path does them, from one connection with no Python
+    between. The send path cannot cost PostgreSQL less than this.
+    """
+    from django.db import connection
+
+    _, ids = _run_prepare(step, count)
+    body = "x" * 1600
+    started = time.perf_counter()
+    with connection.cursor() as cursor:
+        for start in range(0, len(ids), 1000):
+            batch = ids[start : start + 1000]
+            cursor.execute(
+                "UPDATE channels_message SET status = 'sending', rank = 10, attempts = attempts + 1, "
+                "updated_at = now() WHERE id = ANY(%s) AND status = 'queued'",
+                [batch],
+            )
+            rows = [{"id": pk, "p": f"sg-{pk}", "s": "Spring is here: 20% off", "b": body} for pk in batch]
+            cursor.execute(
+                "WITH sent AS (UPDATE channels_message AS m SET status = 'sent', rank = 20, sent_at = now(), "
+                "updated_at = now(), provider = 'sendgrid', provider_message_id = v.p, subject = v.s, body = v.b "
+                "FROM jsonb_to_recordset(%s::jsonb) AS v(id bigint, p text, s text, b text) WHERE m.id = v.id "
+                "RETURNING m.id, m.customer_id, m.channel, m.to_address) "
+                "INSERT INTO customers_activity (customer_id, occurred_at, kind, channel, campaign_id, message_id, "
+                "properties) SELECT customer_id, now(), 'message.sent', channel, %s, id, "
+                "jsonb_build_object('to', to_address) FROM sent",
+                [json.dumps(rows), step.campaign_id],
+            )
+    return (time.perf_counter() - started) * 1e6 / len(ids)
+
+
 # --- processes -------------------------------------------------------------------------------
 
 
@@ -335,6 +374,11 @@ def main(args: argparse.Namespace) -> int:
         f"send: {database_name(url)}, broker {args.broker}, {args.messages:,} messages x {args.runs} run(s), "
         f"{args.workers} worker process(es), batch {settings.CHORUS_SEND_BATCH['email']}; logs in {logdir}"
     )
+    floor = write_floor(step, args.messages)
+    print(
+        f"  PostgreSQL floor: the claim, sent and timeline writes as bare SQL take {floor:.0f} us per message, "
+        f"{floor * TARGET / 1e6:.2f} of a core at {TARGET:,} msgs/s"
+    )
     sandbox = processes.sandbox_start(env, args.port, logdir / "sandbox.log")
     workers: dict[str, subprocess.Popen] = {}
     results = []
@@ -363,7 +407,7 @@ def main(args: argparse.Namespace) -> int:
     print(f"median {median:,.0f} msgs/s (target >= {TARGET:,}); max worker RSS {peak:.0f} MB (limit {RSS_LIMIT_MB})")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        summary = {"median_messages_per_second": median, "max_worker_rss_mb": peak}
+        summary = {"median_messages_per_second": median, "max_worker_rss_mb": peak, "write_floor_us": floor}
         args.json.write_text(json.dumps({"runs": [asdict(r) for r in results], "summary": summary}, indent=2) + "\n")
         print(f"wrote {args.json}")
     return 0
