@@ -14,6 +14,7 @@ from channels.services import TransientSendError, messages_retry, messages_send
 from config.roles import ADMIN
 from customers.models import Activity
 from customers.services import consent_record
+from customers.services.activities import counts_as_engagement
 from tests.factories import CustomerFactory, UserFactory, launch, two_channel_campaign
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -65,7 +66,8 @@ def test_a_retried_message_is_queued_again_and_delivered_once(failed, hold_sends
     retried = Activity.objects.get(message=email, kind="message.retried")
     assert retried.properties["by"] == "root"
     assert retried.properties["was"] == "failed"
-    assert retried.channel == "email"  # on the timeline under its channel, not counted as engagement
+    assert retried.channel == "email"  # on the timeline under its channel...
+    assert not counts_as_engagement(retried.kind, retried.channel)  # ...without counting as engagement
     assert hold_sends == [{"email": [email.pk]}]
 
     send_held(hold_sends)
