@@ -90,6 +90,9 @@ class Message(models.Model):
 class ProviderEvent(models.Model):
     """A verified inbound webhook event, stored raw before it is processed."""
 
+    # What a stored event about an erased customer keeps: nothing personal.
+    ERASED_PAYLOAD = {"erased": True}
+
     class Provider(models.TextChoices):
         SENDGRID = "sendgrid", "SendGrid"
         TWILIO = "twilio", "Twilio"

@@ -45,11 +45,33 @@ class EventOutcome:
     failure: str = ""
 
 
+# The Unix times a datetime can hold (years 1 to 9999).
+EPOCH_RANGE = (-62135596800, 253402300799)
+_INTEGER = re.compile(r"[ \t\n\r\f\v]*[-+]?[0-9]+[ \t\n\r\f\v]*")
+_MESSAGE_ID = re.compile(r"[0-9]{1,18}")  # a Chorus message id: digits, within bigint
+
+
 def _epoch(value) -> datetime:
-    try:
-        return datetime.fromtimestamp(int(value), tz=UTC)
-    except (TypeError, ValueError, OverflowError, OSError):
+    """A provider's Unix time: a JSON number (truncated to the second) or a string of digits; else now."""
+    if isinstance(value, str) and _INTEGER.fullmatch(value):
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int | float):
         return timezone.now()
+    seconds = int(value)
+    if not EPOCH_RANGE[0] <= seconds <= EPOCH_RANGE[1]:
+        return timezone.now()
+    return datetime.fromtimestamp(seconds, tz=UTC)
+
+
+def json_text(value) -> str:
+    """A JSON value as text, or "" when it is falsy (absent, null, false, 0, "", [] or {}).
+
+    Strings as they are, anything else as JSON: what PostgreSQL's ``->>`` gives
+    for the same value, so the batch path can read events the same way in SQL.
+    """
+    if not value:
+        return ""
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
 
 
 # --- SendGrid ------------------------------------------------------------------
@@ -68,7 +90,8 @@ SENDGRID_EVENTS = {
     # Accepted by SendGrid: nothing a customer would notice.
     "processed": (None, None, None),
 }
-_SENDGRID_DETAILS = (
+# The fields of an event its timeline entry keeps.
+SENDGRID_DETAILS = (
     "url",
     "reason",
     "type",
@@ -82,14 +105,19 @@ _SENDGRID_DETAILS = (
 # Bounce classifications that say more about the sender (content, reputation,
 # volume, a passing technical fault) than about the address.
 SENDER_SIDE_BOUNCES = {"Technical", "Content", "Reputation", "Frequency or Volume Too High"}
+NO_MESSAGE_NAMED = "The event names no message (no chorus_message_id or sg_message_id)."
+NO_MATCH = "No matching message or customer."
+
+
+SENDGRID_FALLBACK_KEY_PARTS = ("chorus_message_id", "event", "timestamp", "url")
 
 
 def sendgrid_dedupe_key(event: dict) -> str:
-    """``sg_event_id``; without one, Chorus message id + event + timestamp + url."""
-    if event.get("sg_event_id"):
-        return str(event["sg_event_id"])
-    parts = (event.get("chorus_message_id"), event.get("event"), event.get("timestamp"), event.get("url"))
-    return "sha256:" + hashlib.sha256(json.dumps([str(p or "") for p in parts]).encode()).hexdigest()
+    """``sg_event_id``; without one, Chorus message id + event + timestamp + url (hashed)."""
+    if key := json_text(event.get("sg_event_id")):
+        return key
+    parts = [json_text(event.get(name)) for name in SENDGRID_FALLBACK_KEY_PARTS]
+    return "sha256:" + hashlib.sha256(json.dumps(parts, ensure_ascii=False).encode()).hexdigest()
 
 
 def is_hard_bounce(event: dict) -> bool:
@@ -99,20 +127,22 @@ def is_hard_bounce(event: dict) -> bool:
     refusal the sender can fix; of the bounces, those classified as sender-side
     (``SENDER_SIDE_BOUNCES``) are not the address's fault either.
     """
-    return event.get("type", "bounce") == "bounce" and event.get("bounce_classification") not in SENDER_SIDE_BOUNCES
+    classification = event.get("bounce_classification")
+    sender_side = isinstance(classification, str) and classification in SENDER_SIDE_BOUNCES
+    return event.get("type", "bounce") == "bounce" and not sender_side
 
 
 def parse_sendgrid_event(event: dict) -> EventOutcome:
     outcome = EventOutcome(at=_epoch(event.get("timestamp")), channel=Channel.EMAIL)
     name = event.get("event")
-    if name not in SENDGRID_EVENTS:
-        outcome.error = f"Unknown SendGrid event {name!r}."
+    if not isinstance(name, str) or name not in SENDGRID_EVENTS:
+        outcome.error = f"Unknown SendGrid event {json.dumps(name, ensure_ascii=False)}."
         return outcome
     outcome.status, outcome.activity, outcome.consent = SENDGRID_EVENTS[name]
-    outcome.properties = {k: event[k] for k in _SENDGRID_DETAILS if k in event}
-    address = str(event.get("email") or "")
+    outcome.properties = {k: event[k] for k in SENDGRID_DETAILS if k in event}
+    address = json_text(event.get("email"))
     if outcome.status in (S.BOUNCED, S.FAILED):
-        outcome.failure = f"SendGrid {name}: {event.get('reason') or 'no reason given'}"[:2000]
+        outcome.failure = f"SendGrid {name}: {json_text(event.get('reason')) or 'no reason given'}"[:2000]
     if name == "bounce":
         outcome.properties["hard"] = is_hard_bounce(event)
         if outcome.properties["hard"]:
@@ -121,13 +151,13 @@ def parse_sendgrid_event(event: dict) -> EventOutcome:
         outcome.suppress = (address, Suppression.Reason.HARD_BOUNCE)
     elif name == "spamreport":
         outcome.suppress = (address, Suppression.Reason.SPAM_REPORT)
-    message_id = str(event.get("chorus_message_id", ""))
-    if message_id.isdigit():
+    message_id = json_text(event.get("chorus_message_id"))
+    if _MESSAGE_ID.fullmatch(message_id):
         outcome.message_id, outcome.message_channels = int(message_id), (Channel.EMAIL,)
-    elif event.get("sg_message_id"):
-        outcome.provider_message = ("sendgrid", str(event["sg_message_id"]).split(".")[0])
+    elif provider_id := json_text(event.get("sg_message_id")):
+        outcome.provider_message = ("sendgrid", provider_id.split(".")[0])
     else:
-        outcome.error = "The event names no message (no chorus_message_id or sg_message_id)."
+        outcome.error = NO_MESSAGE_NAMED
     return outcome
 
 
@@ -181,7 +211,7 @@ def parse_twilio_status(params: dict) -> EventOutcome:
         return outcome  # queued/accepted/sending: nothing new
     outcome.status, outcome.activity = TWILIO_STATUSES[status]
     message_id = str(params.get("chorus_message_id", ""))
-    if message_id.isdigit():
+    if _MESSAGE_ID.fullmatch(message_id):
         outcome.message_id, outcome.message_channels = int(message_id), (Channel.SMS, Channel.WHATSAPP)
     else:
         outcome.provider_message = ("twilio", str(params.get("MessageSid", "")))

@@ -126,7 +126,7 @@ def test_malformed_events_are_stored_with_their_error_and_the_rest_applied(djang
     webhook_delivery_process(delivery_id=delivery.pk)
 
     errors = dict(ProviderEvent.objects.values_list("dedupe_key", "error"))
-    assert errors["ev-unknown"] == "Unknown SendGrid event 'teleported'."
+    assert errors["ev-unknown"] == 'Unknown SendGrid event "teleported".'
     assert errors["ev-orphan"] == "The event names no message (no chorus_message_id or sg_message_id)."
     assert errors["ev-lost"] == "No matching message or customer."
     assert all(errors[event["sg_event_id"]] == "" for event in good)

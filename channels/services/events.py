@@ -8,6 +8,10 @@ rank-guarded UPDATE for the batch), the timeline (one bulk insert, keeping
 ``last_engaged_<channel>_at`` current), suppression and consent. Another
 delivery of the same event, even one processed at the same moment, waits on the
 dedupe key and then finds nothing new, so every event is applied exactly once.
+
+A SendGrid delivery on PostgreSQL (thousands of events a request) is applied by
+one statement instead (``sendgrid_delivery.sendgrid_delivery_apply``), to the
+same end.
 """
 
 from __future__ import annotations
@@ -22,17 +26,23 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from channels.models import Message, ProviderEvent, WebhookDelivery
-from channels.providers import EVENT_PARSERS, HELP_WORDS, EventOutcome, bare_number, delivery_events, twilio_keyword
+from channels.providers import (
+    EVENT_PARSERS,
+    HELP_WORDS,
+    NO_MATCH,
+    EventOutcome,
+    bare_number,
+    delivery_events,
+    twilio_keyword,
+)
+from channels.services.sendgrid_delivery import sendgrid_delivery_apply
 from channels.services.status import messages_advance
 from channels.suppression import suppression_add
 from config.db import in_values
 from customers.models import Consent, Customer
-from customers.services import consent_record
 from customers.services.activities import ActivityRow, activities_record
+from customers.services.consent import ConsentChange, consents_record
 
-# What a stored event about an erased customer keeps: nothing personal.
-ERASED_PAYLOAD = {"erased": True}
-NO_MATCH = "No matching message or customer."
 _CHUNK = 5_000  # references per message lookup
 _SQLITE_CHUNK = 500  # rows per multi-row INSERT, within SQLite's variable limit
 
@@ -47,7 +57,6 @@ class _MessageRow(NamedTuple):
 
 @dataclass
 class _Event:
-    index: int  # position in the request's events
     dedupe_key: str
     payload: dict
     outcome: EventOutcome
@@ -62,7 +71,7 @@ class _Event:
 
     @property
     def stored_payload(self) -> dict:
-        return ERASED_PAYLOAD if self.erased else self.payload
+        return ProviderEvent.ERASED_PAYLOAD if self.erased else self.payload
 
 
 # --- deliveries ----------------------------------------------------------------
@@ -90,19 +99,18 @@ def webhook_delivery_process(*, delivery_id: int) -> list[int]:
         delivery = WebhookDelivery.objects.select_for_update().filter(pk=delivery_id, processed_at=None).first()
         if delivery is None:
             return []
-        try:
-            events = delivery_events(delivery.provider, delivery.kind, delivery.body)
-        except ValueError as exc:
-            WebhookDelivery.objects.filter(pk=delivery.pk).update(processed_at=timezone.now(), error=str(exc))
-            return []
-        new = provider_events_record(
-            provider=delivery.provider,
-            kind=delivery.kind,
-            events=events,
-            received_at=delivery.received_at,
-            # A SendGrid body is the events' JSON array already: the database reads the payloads from it.
-            delivery_id=delivery.pk if delivery.provider == "sendgrid" else None,
-        )
+        new = None
+        if delivery.provider == "sendgrid" and connection.vendor == "postgresql":
+            new = sendgrid_delivery_apply(delivery)  # None: not a list of events, said below
+        if new is None:
+            try:
+                events = delivery_events(delivery.provider, delivery.kind, delivery.body)
+            except ValueError as exc:
+                WebhookDelivery.objects.filter(pk=delivery.pk).update(processed_at=timezone.now(), error=str(exc))
+                return []
+            new = provider_events_record(
+                provider=delivery.provider, kind=delivery.kind, events=events, received_at=delivery.received_at
+            )
         WebhookDelivery.objects.filter(pk=delivery.pk).update(processed_at=timezone.now(), body="")
     return new
 
@@ -111,12 +119,7 @@ def webhook_delivery_process(*, delivery_id: int) -> list[int]:
 
 
 def provider_events_record(
-    *,
-    provider: str,
-    kind: str,
-    events: list[tuple[str, dict]],
-    received_at: datetime | None = None,
-    delivery_id: int | None = None,
+    *, provider: str, kind: str, events: list[tuple[str, dict]], received_at: datetime | None = None
 ) -> list[int]:
     """Store verified events raw, once per dedupe key, and apply the new ones; returns their ids.
 
@@ -126,17 +129,15 @@ def provider_events_record(
     delivery or a concurrent one, are left alone: the INSERT reports which rows
     are new, and only those are applied. Keys are inserted in sorted order, so
     two batches sharing keys wait for each other instead of deadlocking.
-    ``delivery_id`` names the stored delivery whose body is the JSON array the
-    events were parsed from, in order, if they were.
     """
     parse = EVENT_PARSERS[(provider, kind)]
     unique: dict[str, int] = {}
     for index, (key, _) in enumerate(events):
         unique.setdefault(key[:200], index)
-    batch = [_Event(index, key, events[index][1], parse(events[index][1])) for key, index in sorted(unique.items())]
+    batch = [_Event(key, events[index][1], parse(events[index][1])) for key, index in sorted(unique.items())]
     with transaction.atomic():
         _resolve(batch)
-        _insert(provider, kind, batch, received_at or timezone.now(), delivery_id)
+        _insert(provider, kind, batch, received_at or timezone.now())
         new = [event for event in batch if event.pk]
         _apply(provider, new)
     return [event.pk for event in new]
@@ -149,7 +150,7 @@ def provider_event_process(*, event_id: int) -> None:
         if stored is None:
             return
         parse = EVENT_PARSERS[(stored.provider, stored.kind)]
-        event = _Event(0, stored.dedupe_key, stored.payload, parse(stored.payload))
+        event = _Event(stored.dedupe_key, stored.payload, parse(stored.payload))
         event.pk = stored.pk
         _resolve([event])
         _apply(stored.provider, [event])
@@ -206,12 +207,12 @@ def _resolve(batch: list[_Event]) -> None:
         event.erased = event.customer_id in erased
 
 
-def _insert(provider: str, kind: str, batch: list[_Event], received_at: datetime, delivery_id: int | None) -> None:
+def _insert(provider: str, kind: str, batch: list[_Event], received_at: datetime) -> None:
     """INSERT the events, skipping stored dedupe keys; sets ``pk`` on the ones inserted."""
     ops = connection.ops
     received, processed = ops.adapt_datetimefield_value(received_at), ops.adapt_datetimefield_value(timezone.now())
     if connection.vendor == "postgresql":
-        inserted = _insert_postgresql(provider, kind, batch, received, processed, delivery_id)
+        inserted = _insert_postgresql(provider, kind, batch, received, processed)
     else:
         inserted = _insert_portable(provider, kind, batch, received, processed)
     for event in batch:
@@ -221,32 +222,24 @@ def _insert(provider: str, kind: str, batch: list[_Event], received_at: datetime
 _CONFLICT = "ON CONFLICT (provider, dedupe_key) DO NOTHING RETURNING id, dedupe_key"
 
 
-def _insert_postgresql(provider, kind, batch, received, processed, delivery_id: int | None) -> dict[str, int]:
-    # One statement: the per-event columns travel as one JSON document, joined by
-    # position to the payloads, read from the stored request body when there is one;
-    # rows go in dedupe key order, so batches sharing keys wait for each other, never deadlock.
-    if delivery_id is None:
-        payloads, payloads_param = "%s::jsonb", json.dumps([event.payload for event in batch])
-        positions = range(len(batch))
-    else:
-        payloads = f"(SELECT body::jsonb FROM {WebhookDelivery._meta.db_table} WHERE id = %s)"  # noqa: S608
-        payloads_param, positions = delivery_id, [event.index for event in batch]
+def _insert_postgresql(provider, kind, batch, received, processed) -> dict[str, int]:
+    # One statement, the rows as one JSON document, in dedupe key order: batches sharing keys
+    # wait for each other, never deadlock.
     document = json.dumps(
         [
-            {"i": position + 1, "k": event.dedupe_key, "m": event.message.pk if event.message else None}
-            | {"e": event.error, "x": event.erased}
-            for position, event in zip(positions, batch, strict=True)
+            {"k": event.dedupe_key, "p": event.stored_payload, "m": event.message.pk if event.message else None}
+            | {"e": event.error}
+            for event in batch
         ]
     )
     with connection.cursor() as cursor:
         cursor.execute(
             f"INSERT INTO {ProviderEvent._meta.db_table} "  # noqa: S608 - names from the model, values bound
             "(provider, kind, dedupe_key, payload, received_at, processed_at, message_id, error) "
-            "SELECT %s, %s, r.k, CASE WHEN r.x THEN %s::jsonb ELSE b.payload END, %s, %s, r.m, r.e "
-            "FROM jsonb_to_recordset(%s::jsonb) AS r(i bigint, k text, m bigint, e text, x boolean) "
-            f"JOIN jsonb_array_elements({payloads}) WITH ORDINALITY AS b(payload, i) ON b.i = r.i "
+            "SELECT %s, %s, r.k, r.p, %s, %s, r.m, r.e "
+            "FROM jsonb_to_recordset(%s::jsonb) AS r(k text, p jsonb, m bigint, e text) "
             f"ORDER BY r.k {_CONFLICT}",
-            [provider, kind, json.dumps(ERASED_PAYLOAD), received, processed, document, payloads_param],
+            [provider, kind, received, processed, document],
         )
         return {key: pk for pk, key in cursor.fetchall()}
 
@@ -277,6 +270,7 @@ def _apply(provider: str, events: list[_Event]) -> None:
     suppress: dict[str, list[str]] = defaultdict(list)
     failures: dict[str, list[int]] = defaultdict(list)
     activities, consents = [], []
+    consent_source = Consent.Source.SMS_KEYWORD if provider == "twilio" else Consent.Source.PROVIDER_EVENT
     for event in events:
         outcome, message = event.outcome, event.message
         if outcome.status and message:
@@ -304,31 +298,27 @@ def _apply(provider: str, events: list[_Event]) -> None:
                 )
             )
         if outcome.consent:
-            consents.append(event)
+            consents.append(
+                ConsentChange(
+                    event.customer_id,
+                    outcome.channel or message.channel,
+                    outcome.consent,
+                    consent_source,
+                    # Takes effect when we learn of it (no ``at``), so an opt-out always
+                    # outranks an earlier opt-in; the provider's time is evidence.
+                    {"provider_event": event.pk, "event_at": outcome.at.isoformat(), **outcome.properties},
+                )
+            )
     messages_advance(reached=reached)
     for failure, message_ids in sorted(failures.items()):  # few distinct reasons: one UPDATE each
-        Message.objects.filter(pk__in=message_ids, error="").update(error=failure)
+        Message.objects.filter(pk__in=message_ids, error="").exclude(status=Message.Status.SKIPPED).update(
+            error=failure
+        )
     for reason, addresses in sorted(suppress.items()):
         suppression_add(addresses=addresses, reason=reason)
     activities_record(rows=activities)
-    for event in sorted(consents, key=lambda event: (event.customer_id, event.pk)):
-        _consent_record(provider, event)
-
-
-def _consent_record(provider: str, event: _Event) -> None:
-    # Serialise consent changes per customer, so two opt-outs processed at once
-    # put one "consent changed" on the timeline, not two.
-    customer = Customer.objects.select_for_update().get(pk=event.customer_id)
-    outcome = event.outcome
-    consent_record(
-        customer=customer,
-        channel=outcome.channel or event.message.channel,
-        status=outcome.consent,
-        source=Consent.Source.SMS_KEYWORD if provider == "twilio" else Consent.Source.PROVIDER_EVENT,
-        # Takes effect when we learn of it, so an opt-out always outranks an
-        # earlier opt-in; the provider's time is evidence.
-        evidence={"provider_event": event.pk, "event_at": outcome.at.isoformat(), **outcome.properties},
-    )
+    consents.sort(key=lambda change: (change.customer_id, change.evidence["provider_event"]))
+    consents_record(changes=consents)
 
 
 def twilio_help_reply(params: dict) -> str:

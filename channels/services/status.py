@@ -14,7 +14,8 @@ from channels.models import Message
 
 S = Message.Status
 
-_TIMESTAMP = {
+# The column keeping the (earliest) time a message reached each status.
+TIMESTAMP = {
     S.SENT: "sent_at",
     S.DELIVERED: "delivered_at",
     S.OPENED: "opened_at",
@@ -49,7 +50,7 @@ def advance(status: str, at: datetime) -> dict:
     Timestamps keep the earliest time seen, so events applied in any order and
     any number of times leave the same row.
     """
-    column = _TIMESTAMP.get(status)
+    column = TIMESTAMP.get(status)
     return _advance_fields(status, {column: at} if column else {})
 
 
@@ -73,7 +74,7 @@ def messages_advance(*, reached: dict[int, list[tuple[str, datetime]]]) -> int:
         status = min(events, key=lambda event: (-Message.RANK[event[0]], event[1], event[0]))[0]
         times: dict[str, datetime] = {}
         for event_status, at in events:
-            if column := _TIMESTAMP.get(event_status):
+            if column := TIMESTAMP.get(event_status):
                 times[column] = min(times.get(column, at), at)
         rows.append((pk, status, times))
     if connection.vendor != "postgresql":

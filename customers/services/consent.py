@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
+from typing import NamedTuple
 
 from django.db import transaction
 from django.utils import timezone
@@ -15,7 +17,17 @@ def consent_current(*, customer: Customer, channel: str) -> str | None:
     return latest.status if latest else None
 
 
-@transaction.atomic
+class ConsentChange(NamedTuple):
+    """One row for ``consents_record``: a customer's new consent ``status`` on ``channel``."""
+
+    customer_id: int
+    channel: str
+    status: str
+    source: str
+    evidence: dict | None = None
+    at: datetime | None = None
+
+
 def consent_record(
     *,
     customer: Customer,
@@ -26,17 +38,63 @@ def consent_record(
     at: datetime | None = None,
 ) -> Consent:
     """Append a consent row; a change of state also lands on the timeline."""
-    at = at or timezone.now()
-    previous = consent_current(customer=customer, channel=channel)
-    consent = Consent.objects.create(
-        customer=customer, channel=channel, status=status, source=source, evidence=evidence or {}, occurred_at=at
-    )
-    if previous != status:
-        Activity.objects.create(
-            customer=customer,
-            kind=Activity.Kind.CONSENT_CHANGED,
-            channel=channel,
-            occurred_at=at,
-            properties={"from": previous or "unknown", "to": status, "source": source},
-        )
+    [consent] = consents_record(changes=[ConsentChange(customer.pk, channel, status, source, evidence, at)])
     return consent
+
+
+@transaction.atomic
+def consents_record(*, changes: Sequence[ConsentChange]) -> list[Consent]:
+    """Append many consent rows at once; returns them, in order.
+
+    Leaves what appending them one at a time, in order, leaves: every row is
+    kept (it is evidence) and each change of the current state adds one
+    ``consent.changed`` activity. The customers are locked first (``FOR NO KEY
+    UPDATE``, in id order), so two writers changing the same customer's consent
+    take turns and a change is on the timeline once, not twice. A row without
+    ``at`` takes effect now; one dated before the current state is kept but
+    does not become current.
+    """
+    if not changes:
+        return []
+    now = timezone.now()
+    customer_ids = sorted({change.customer_id for change in changes})
+    list(Customer.objects.select_for_update(no_key=True).filter(pk__in=customer_ids).order_by("pk").values_list("pk"))
+    channels = sorted({change.channel for change in changes})
+    # The latest row per (customer, channel): rows arrive newest first, so the first one seen.
+    current: dict[tuple[int, str], tuple[datetime, str]] = {}
+    for customer_id, channel, occurred_at, status in (
+        Consent.objects.filter(customer_id__in=customer_ids, channel__in=channels)
+        .order_by("customer_id", "channel", "-occurred_at", "-id")
+        .values_list("customer_id", "channel", "occurred_at", "status")
+    ):
+        current.setdefault((customer_id, channel), (occurred_at, status))
+    ledger, timeline = [], []
+    for change in changes:
+        at = change.at or now
+        pair = (change.customer_id, change.channel)
+        previous = current[pair][1] if pair in current else None
+        ledger.append(
+            Consent(
+                customer_id=change.customer_id,
+                channel=change.channel,
+                status=change.status,
+                source=change.source,
+                evidence=change.evidence or {},
+                occurred_at=at,
+            )
+        )
+        if previous != change.status:
+            timeline.append(
+                Activity(
+                    customer_id=change.customer_id,
+                    kind=Activity.Kind.CONSENT_CHANGED,
+                    channel=change.channel,
+                    occurred_at=at,
+                    properties={"from": previous or "unknown", "to": change.status, "source": change.source},
+                )
+            )
+        if pair not in current or at >= current[pair][0]:  # a later id wins a tie, as in consent_current
+            current[pair] = (at, change.status)
+    Consent.objects.bulk_create(ledger)
+    Activity.objects.bulk_create(timeline)
+    return ledger

@@ -29,7 +29,6 @@ from customers.services.customers import PROFILE_FIELDS
 from segments.models import SegmentMember
 
 EXPORT_FORMAT = "chorus.customer-export/1"
-ERASED_PAYLOAD = {"erased": True}
 ERASED_TEXT = "[erased]"
 # Social handles and the phone are addresses too: everything a message can go to.
 ADDRESS_FIELDS = ("email", "phone", "mastodon_handle", "bluesky_handle")
@@ -250,7 +249,7 @@ def customer_erase(*, customer: Customer, by, reason: str = "") -> Erasure:
         Message.objects.filter(customer=customer).update(
             to_address="", subject="", body="", error=_scrubbed("error", every_address), updated_at=now
         )
-        events.update(payload=ERASED_PAYLOAD, error=_scrubbed("error", every_address))
+        events.update(payload=ProviderEvent.ERASED_PAYLOAD, error=_scrubbed("error", every_address))
         if every_address:
             SandboxMessage.objects.filter(to_address__in=every_address).update(
                 to_address="", subject="", body="", request={}
