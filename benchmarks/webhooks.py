@@ -52,6 +52,7 @@ from pathlib import Path
 from benchmarks.db import (
     BenchError,
     check_bench_url,
+    checkpoint,
     database_name,
     default_bench_url,
     ensure_database,
@@ -266,20 +267,6 @@ def _reset() -> None:
         )
         cursor.execute("VACUUM ANALYZE channels_message, customers_customer")
     checkpoint()
-
-
-def checkpoint() -> None:
-    """Write out what was just dirtied, so no checkpoint lands in the middle of a timed run.
-
-    Needs a superuser or ``pg_checkpoint``; without either the runs are only noisier.
-    """
-    from django.db import DatabaseError, connection
-
-    try:
-        with connection.cursor() as cursor:
-            cursor.execute("CHECKPOINT")
-    except DatabaseError:
-        pass
 
 
 def ack_latency(body: str, samples: int) -> list[float]:
