@@ -10,6 +10,29 @@ from campaigns.models import ContentChannel
 from customers.models import Channel
 
 
+class MessageContent(models.Model):
+    """Content many messages share, stored once: a broadcast email's subject and text part.
+
+    Its recipients got the very same text but for their own unsubscribe,
+    preferences and view-in-browser links, which the provider wrote over the
+    tags (``campaigns.content.render.RECIPIENT_TAGS``) per recipient;
+    ``channels.selectors.message_as_sent`` puts them back. A thousand copies of
+    the text, one per message, cost the send path more than anything it sends.
+    """
+
+    digest = models.CharField(max_length=64, unique=True, help_text="SHA-256 of the subject and the text.")
+    subject = models.CharField(max_length=300, blank=True)
+    body = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return self.subject or self.digest[:12]
+
+    @staticmethod
+    def digest_for(subject: str, body: str) -> str:
+        return hashlib.sha256(f"{subject}\n{body}".encode()).hexdigest()
+
+
 class Message(models.Model):
     """One piece of content to one customer on one channel for one step of a run."""
 
@@ -59,6 +82,11 @@ class Message(models.Model):
     to_address = models.CharField(max_length=254, blank=True)
     subject = models.CharField(max_length=300, blank=True)
     body = models.TextField(blank=True)
+    # Set instead of subject and body when the content was shared (a broadcast); never deleted, so
+    # no index (each one costs every status change a write).
+    content = models.ForeignKey(
+        MessageContent, null=True, blank=True, on_delete=models.PROTECT, related_name="+", db_index=False
+    )
     provider = models.CharField(max_length=32, blank=True)
     # NULL until sent: unique per provider only when present.
     provider_message_id = models.CharField(max_length=128, null=True, blank=True)  # noqa: DJ001
@@ -122,6 +150,10 @@ class ProviderEvent(models.Model):
 
 class SandboxMessage(models.Model):
     """What the sandbox provider emulator received: the 'Sandbox outbox'."""
+
+    # Not a provider's field: in ``request``, the ``provider_message_id`` of the row that keeps
+    # the content of a request sent to many recipients (``channels.sandbox.sendgrid``).
+    CONTENT_OF = "sandbox_content_of"
 
     provider = models.CharField(max_length=16, choices=ProviderEvent.Provider.choices)
     provider_message_id = models.CharField(max_length=128, unique=True)

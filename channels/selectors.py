@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from urllib.parse import parse_qs, urlsplit
 
-from django.db.models import Count, F, Q, QuerySet
+from django.db.models import Count, F, OuterRef, Q, QuerySet, Subquery, TextField, Value
+from django.db.models.fields.json import KT
+from django.db.models.functions import Coalesce, NullIf
 
+from campaigns.content.render import recipient_substitutions, substitute
 from campaigns.models import Campaign
 from channels.models import Message, ProviderEvent, SandboxMessage
 
@@ -46,7 +49,7 @@ def email_as_received(request: dict, subject: str = "") -> dict[str, str]:
             value = value.replace(tag, str(substitutions[tag]))
         return value
 
-    if "content" not in request and (first := request.get("sandbox_content_of")):
+    if "content" not in request and (first := request.get(SandboxMessage.CONTENT_OF)):
         # The sandbox keeps a request's content once, with its first recipient.
         shared = SandboxMessage.objects.filter(provider_message_id=first).values_list("request", flat=True).first()
         request = {**request, "content": (shared or {}).get("content")}
@@ -58,15 +61,43 @@ def email_as_received(request: dict, subject: str = "") -> dict[str, str]:
     }
 
 
+def sandbox_text(message: SandboxMessage) -> str:
+    """The text a sandbox message's recipient got: an email's text part as received, else the body."""
+    if sandbox_channel(message) != "email":
+        return message.body
+    email = email_as_received(message.request if isinstance(message.request, dict) else {}, message.subject)
+    return email["text"] or ("" if email["html"] else message.body)
+
+
+def message_as_sent(message: Message) -> tuple[str, str]:
+    """The subject and text a message's recipient got (``select_related("content")`` when reading many).
+
+    Shared content gets the recipient's own links back: derived again from the
+    message, as they were when it was sent (with the same secret key and public URL).
+    """
+    if message.content_id is None:
+        return message.subject, message.body
+    substitutions = recipient_substitutions(
+        customer_id=message.customer_id, channel=message.channel, message_id=message.pk
+    )
+    return substitute(message.content.subject, substitutions), substitute(message.content.body, substitutions)
+
+
 def outbox_messages(*, channel: str = "", query: str = "") -> QuerySet[SandboxMessage]:
     """Sandbox requests, newest first, of one channel (all if empty), matching ``query``
-    in the recipient, subject or body."""
-    messages = SandboxMessage.objects.order_by("-created_at", "-id")
+    in the recipient, subject or ``text``: the body, or for a recipient of an email
+    sent to many, the text as the request's first recipient read it."""
+    shared = SandboxMessage.objects.filter(provider_message_id=OuterRef("content_of")).order_by().values("body")[:1]
+    messages = (
+        SandboxMessage.objects.annotate(content_of=KT(f"request__{SandboxMessage.CONTENT_OF}"))
+        .annotate(text=Coalesce(NullIf("body", Value("")), Subquery(shared), Value(""), output_field=TextField()))
+        .order_by("-created_at", "-id")
+    )
     if channel:
         messages = messages.filter(OUTBOX_CHANNELS[channel][1])
     if query:
         messages = messages.filter(
-            Q(to_address__icontains=query) | Q(subject__icontains=query) | Q(body__icontains=query)
+            Q(to_address__icontains=query) | Q(subject__icontains=query) | Q(text__icontains=query)
         )
     return messages
 

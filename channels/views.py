@@ -82,10 +82,8 @@ def outbox_detail(request: HttpRequest, pk: int) -> HttpResponse:
     channel = selectors.sandbox_channel(message)
     chorus_message, events = selectors.outbox_webhooks(message)
     request_data = message.request if isinstance(message.request, dict) else {}
-    email, text = {}, message.body
-    if channel == "email":
-        email = selectors.email_as_received(request_data, message.subject)
-        text = email["text"] or ("" if email["html"] else message.body)
+    email = selectors.email_as_received(request_data, message.subject) if channel == "email" else {}
+    text = selectors.sandbox_text(message)
     context = {
         "message": message,
         "channel": channel,

@@ -22,6 +22,7 @@ from channels.adapters.sendgrid import SendGridAdapter
 from channels.adapters.twilio import TwilioSmsAdapter, TwilioWhatsAppAdapter, twilio_error
 from channels.models import SandboxMessage
 from channels.sandbox import sandbox_fault_set, sandbox_faults_clear
+from channels.selectors import outbox_messages, sandbox_text
 from config.settings import _sandbox_faults
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -113,10 +114,15 @@ def test_shared_emails_carry_each_recipients_substitutions_and_the_sandbox_recor
     assert ann.request["personalizations"][0]["substitutions"] == {"-unsub-": "https://chorus.example/u/ann"}
     assert bob.request["personalizations"][0]["substitutions"] == {"-unsub-": "https://chorus.example/u/bob"}
     assert ann.request["content"][1]["value"] == '<a href="-unsub-">Unsubscribe</a>', "the request as sent"
-    assert (ann.body, bob.body) == (
+    assert (sandbox_text(ann), sandbox_text(bob)) == (
         "Hi. Unsubscribe: https://chorus.example/u/ann",
         "Hi. Unsubscribe: https://chorus.example/u/bob",
     )
+    # The text is kept once, with the request's first recipient, and listed for both.
+    assert (ann.body, bob.body) == ("Hi. Unsubscribe: https://chorus.example/u/ann", "")
+    listed = {m.to_address: m.text for m in outbox_messages(channel="email")}
+    assert listed == {"ann@example.com": ann.body, "bob@example.com": ann.body}
+    assert {m.to_address for m in outbox_messages(query="Unsubscribe")} == {"ann@example.com", "bob@example.com"}
 
 
 def test_the_sandbox_refuses_substitutions_that_are_not_strings(sandbox):

@@ -10,7 +10,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 
 from campaigns.content.blocks import BlockError, validate_blocks
 from campaigns.content.context import sample_customer
-from campaigns.content.render import render_template
+from campaigns.content.render import render_template, shares_content
 from campaigns.models import TemplateVariant
 from customers.models import Persona
 from tests.factories import BrandFactory, CampaignFactory, CustomerFactory, TemplateFactory
@@ -215,6 +215,21 @@ def test_persona_variant_overrides_only_the_fields_it_sets(brand, persona):
     assert render_template(template, customer=member).preheader == "Default preheader"  # NULL: inherited
     assert render_template(template, customer=other).subject == "Default subject"
     assert render_template(template, persona=persona).subject == "Deal for Bargain hunter"
+
+
+@pytest.mark.django_db
+def test_an_email_shares_its_content_unless_a_part_or_a_persona_variant_reads_the_recipient(brand, persona):
+    shared = {"subject": "Spring at {{ brand.name }}", "blocks": [{"type": "text", "text": "Hello"}]}
+    template = TemplateFactory(brand=brand, preheader="{{ campaign.name }}", **shared)
+    assert shares_content(template)
+    variant = TemplateVariant.objects.create(template=template, persona=persona, subject="Deals for you")
+    assert shares_content(template), "a variant that reads nobody's profile still shares"
+    variant.preheader = "Hi {{ customer.first_name }}"
+    variant.save()
+    assert not shares_content(template)
+    assert not shares_content(TemplateFactory(brand=brand, preheader="{{ links.unsubscribe }}", **shared))
+    assert not shares_content(TemplateFactory(brand=brand)), "the factory's text greets the customer by name"
+    assert not shares_content(TemplateFactory(brand=brand, channel="sms", body="Spring at {{ brand.name }}"))
 
 
 @pytest.mark.django_db

@@ -17,15 +17,17 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from campaigns.content.render import RECIPIENT_TAGS
+from campaigns.content.render import RECIPIENT_TAGS, RenderedContent
 from campaigns.models import CampaignRun
 from campaigns.services import enrollments_dispatch
-from channels.models import Message, SandboxMessage
+from channels.models import Message, MessageContent, SandboxMessage
 from channels.ratelimit import limits
 from channels.sandbox.sendgrid import CONTENT_OF
+from channels.selectors import message_as_sent, sandbox_text
 from channels.services import messages_send
 from channels.services.sending import _claim, _finish_sent
 from customers.models import Consent, Customer
+from customers.services.privacy import customer_erase, customer_export
 from tests.factories import CustomerFactory, email_only_campaign, launch
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -55,6 +57,10 @@ def broadcast_campaign(**template):
         setattr(step.template, name, value)
     step.template.save()
     return campaign
+
+
+# Content rendered for one recipient: stored on the message itself.
+PERSONAL = RenderedContent(channel="email", subject="Spring", text="Hello")
 
 
 def queued_messages(campaign) -> list[Message]:
@@ -87,21 +93,45 @@ def test_a_broadcast_goes_out_in_one_call_with_each_recipients_links_as_substitu
     assert RECIPIENT_TAGS["unsubscribe"] in html, "the shared content carries the tag"
     assert all(r.request[CONTENT_OF] == rows[0].provider_message_id for r in rows[1:])
     unsubscribes = set()
-    for row, message in zip(rows, Message.objects.filter(pk__in=[m.pk for m in messages]).order_by("pk"), strict=True):
+    messages = list(Message.objects.filter(pk__in=[m.pk for m in messages]).select_related("content").order_by("pk"))
+    # Chorus stores the shared content once, not a copy per recipient.
+    assert MessageContent.objects.count() == 1
+    assert {(m.content_id, m.subject, m.body) for m in messages} == {(MessageContent.objects.get().pk, "", "")}
+    for row, message in zip(rows, messages, strict=True):
         (personalization,) = row.request["personalizations"]
         substitutions = personalization["substitutions"]
         assert set(substitutions) == set(RECIPIENT_TAGS.values())
         url = substitutions[RECIPIENT_TAGS["unsubscribe"]]
         unsubscribes.add(url)
-        # The outbox shows, and Chorus stores, the body this recipient got: its own links, no tags.
-        assert unsubscribe_url(row.body) == url
-        assert "-chorus_" not in row.body and "-chorus_" not in message.body
-        assert unsubscribe_url(message.body) == url
+        # The outbox shows, and Chorus keeps, the body this recipient got: its own links, no tags.
+        subject, body = message_as_sent(message)
+        received = sandbox_text(row)
+        assert unsubscribe_url(received) == url
+        assert "-chorus_" not in received and "-chorus_" not in body
+        assert unsubscribe_url(body) == url
         assert personalization["headers"]["List-Unsubscribe"] == f"<{url}>"
         assert personalization["headers"]["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
         assert personalization["custom_args"] == {"chorus_message_id": str(message.pk)}
-        assert message.sent_at is not None and message.subject == "Spring at Northwind"
+        assert message.sent_at is not None and subject == "Spring at Northwind"
     assert len(unsubscribes) == 3, "every recipient has their own unsubscribe link"
+
+
+def test_a_data_export_shows_a_broadcast_email_as_its_recipient_got_it_and_erasure_forgets_it(sandbox, hold_sends):
+    ana, bo = (CustomerFactory(consents={"email": "opted_in"}) for _ in range(2))
+    messages_send(message_ids=[m.pk for m in queued_messages(broadcast_campaign())])
+    received = {row.to_address: sandbox_text(row) for row in SandboxMessage.objects.filter(provider="sendgrid")}
+
+    for customer in (ana, bo):
+        [email] = customer_export(customer=customer)["messages"]
+        assert (email["subject"], email["body"]) == ("Spring at Northwind", received[customer.email])
+
+    customer_erase(customer=ana, by=None)
+    assert Message.objects.get(customer=ana).content is None
+    assert Message.objects.get(customer=bo).content is not None
+    # Ana's outbox row kept the request's content for Bo: it keeps that and nothing of hers.
+    [anas] = SandboxMessage.objects.filter(provider="sendgrid", to_address="")
+    assert (anas.body, set(anas.request)) == ("", {"content"})
+    assert sandbox_text(SandboxMessage.objects.get(to_address=bo.email)) == received[bo.email]
 
 
 def test_each_recipients_unsubscribe_link_in_a_shared_email_opts_out_only_them(sandbox, hold_sends, client):
@@ -110,7 +140,7 @@ def test_each_recipients_unsubscribe_link_in_a_shared_email_opts_out_only_them(s
     bobs = SandboxMessage.objects.get(provider="sendgrid", to_address=bob.email)
 
     response = client.post(
-        urlsplit(unsubscribe_url(bobs.body)).path, data="List-Unsubscribe=One-Click", content_type="text/plain"
+        urlsplit(unsubscribe_url(sandbox_text(bobs))).path, data="List-Unsubscribe=One-Click", content_type="text/plain"
     )
 
     assert response.status_code == 200
@@ -168,7 +198,7 @@ def test_recording_a_sent_batch_never_moves_a_message_backwards(hold_sends):
         status="delivered", rank=Message.RANK["delivered"], delivered_at=delivered_at
     )
     Message.objects.filter(pk=third.pk).update(status="skipped", rank=Message.RANK["skipped"], skip_reason="erased")
-    _finish_sent("sendgrid", [(m, "Spring", "Hello", f"x.{m.pk}") for m in (first, second, third)])
+    _finish_sent("sendgrid", [(m, PERSONAL, f"x.{m.pk}") for m in (first, second, third)])
 
     first, second, third = (Message.objects.get(pk=m.pk) for m in (first, second, third))
     assert (first.status, first.rank, first.delivered_at) == ("delivered", Message.RANK["delivered"], delivered_at)
@@ -185,7 +215,7 @@ def test_a_failure_reported_before_the_send_call_returned_keeps_its_reason(hold_
     Message.objects.filter(pk=bounced.pk).update(
         status="bounced", rank=Message.RANK["bounced"], error="SendGrid bounce: 550 no such user"
     )
-    _finish_sent("sendgrid", [(m, "Spring", "Hello", f"x.{m.pk}") for m in (bounced, sent)])
+    _finish_sent("sendgrid", [(m, PERSONAL, f"x.{m.pk}") for m in (bounced, sent)])
 
     bounced, sent = (Message.objects.get(pk=m.pk) for m in (bounced, sent))
     assert (bounced.status, bounced.error) == ("bounced", "SendGrid bounce: 550 no such user")

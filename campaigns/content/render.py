@@ -95,11 +95,13 @@ def content_fields(template: Template, persona=None) -> dict:
         return values
     for variant in template.variants.all():
         if variant.persona_id == persona.pk:
-            for name in Template.CONTENT_FIELDS:
-                if (value := getattr(variant, name)) is not None:
-                    values[name] = value
-            break
+            return _overlaid(values, variant)
     return values
+
+
+def _overlaid(values: dict, variant) -> dict:
+    """``values`` with the fields ``variant`` sets laid over them (NULL in the variant = inherit)."""
+    return {name: value if getattr(variant, name) is None else getattr(variant, name) for name, value in values.items()}
 
 
 def template_sources(template: Template, fields: dict | None = None) -> list[tuple[str, str]]:
@@ -119,6 +121,25 @@ def template_sources(template: Template, fields: dict | None = None) -> list[tup
     if template.channel in (ContentChannel.MASTODON, ContentChannel.BLUESKY):
         sources.append(("image alt", fields["image_alt"] or ""))
     return sources
+
+
+def shares_content(template: Template) -> bool:
+    """Whether every recipient of ``template`` gets the same content but for their own links.
+
+    True for an email whose Liquid, by default and in every persona's variant,
+    reads no ``customer`` or ``links`` variable: a send then renders it once and
+    the provider fills in each recipient's links (``render_template``'s
+    ``recipient_tags``), so the recipient's profile is never read.
+    """
+    if template.channel != ContentChannel.EMAIL:
+        return False
+    default = content_fields(template)
+    every = [default, *(_overlaid(default, variant) for variant in template.variants.all())]
+    return not any(_reads_recipient(template_variables(template_sources(template, fields))[0]) for fields in every)
+
+
+def _reads_recipient(uses: list[VariableUse]) -> bool:
+    return any(use.path.split(".", 1)[0].split("[", 1)[0] in _PERSONAL_ROOTS for use in uses)
 
 
 def template_variables(sources: list[tuple[str, str]]) -> tuple[list[VariableUse], list[ContentError]]:
@@ -216,13 +237,15 @@ def render_template(
     uses, _ = template_variables(sources)
     unknown = tuple(unknown_variables(uses))
 
-    context_links = links
+    context_customer, context_links = customer, links
     if shared_key is not None:
-        if any(use.path.split(".", 1)[0].split("[", 1)[0] in _PERSONAL_ROOTS for use in uses):
+        if _reads_recipient(uses):
             shared_key = None  # the Liquid itself differs per recipient
-        else:
-            context_links = RECIPIENT_TAGS
-    values = template_context(brand=brand, campaign=campaign, customer=customer, persona=persona, links=context_links)
+        else:  # read by nobody: the shared part never needs the recipient's profile
+            context_customer, context_links = None, RECIPIENT_TAGS
+    values = template_context(
+        brand=brand, campaign=campaign, customer=context_customer, persona=persona, links=context_links
+    )
     if context:
         values = merge_context(values, context)
     linker = Linker(
@@ -284,11 +307,26 @@ def render_template(
 
 def _for_recipient(shared: RenderedContent, links: dict[str, str]) -> RenderedContent:
     """The shared rendering of an email, with this recipient's headers and tag values."""
-    return replace(
-        shared,
-        headers=email_headers(links=links),
-        substitutions={tag: links[name] for name, tag in RECIPIENT_TAGS.items()},
-    )
+    return replace(shared, headers=email_headers(links=links), substitutions=_tag_values(links))
 
 
-__all__ = ["ContentChannel", "RenderedContent", "SmsInfo", "content_fields", "render_template"]
+def _tag_values(links: dict[str, str]) -> dict[str, str]:
+    return {tag: links[name] for name, tag in RECIPIENT_TAGS.items()}
+
+
+def recipient_substitutions(*, customer_id: int, channel: str, message_id: int) -> dict[str, str]:
+    """The values a shared email's ``RECIPIENT_TAGS`` took for the recipient of message ``message_id``."""
+    channel = CONSENT_CHANNEL.get(channel, channel)
+    return _tag_values(recipient_links(customer_id=customer_id, channel=channel, message_id=message_id))
+
+
+__all__ = [
+    "ContentChannel",
+    "RenderedContent",
+    "SmsInfo",
+    "content_fields",
+    "recipient_substitutions",
+    "render_template",
+    "shares_content",
+    "substitute",
+]

@@ -9,7 +9,7 @@ from django.utils.module_loading import import_string
 
 from channels.adapters.base import Adapter, ChannelError, Outbound, SendResult
 
-__all__ = ["Adapter", "ChannelError", "Outbound", "SendResult", "adapter_for"]
+__all__ = ["Adapter", "ChannelError", "Outbound", "SendResult", "adapter_for", "adapter_substitutes"]
 
 
 @cache
@@ -23,3 +23,9 @@ def adapter_for(channel: str) -> Adapter:
     except KeyError:
         raise ChannelError(f"No adapter is configured for the {channel!r} channel.", permanent=True) from None
     return _adapter_class(path)()
+
+
+def adapter_substitutes(channel: str) -> bool:
+    """Whether the channel's provider fills in ``Outbound.substitutions`` itself (no adapter: False)."""
+    path = settings.CHORUS_ADAPTERS.get(channel)
+    return bool(path) and _adapter_class(path).substitutes

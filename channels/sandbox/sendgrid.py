@@ -3,14 +3,14 @@
 Each recipient is recorded with the request as it came (its own personalization,
 whose ``substitutions`` SendGrid writes over their tags in the subject and
 content: ``channels.selectors.email_as_received`` shows the email as that
-recipient got it) and with the subject and text body substituted, so the outbox
-lists and searches what each recipient read.
+recipient got it) and with its subject substituted.
 
 The content of a request (the same for all of its recipients: the HTML alone is
-several kilobytes) is stored once, with its first recipient; the other rows'
-``request`` name that row's ``provider_message_id`` under ``CONTENT_OF`` instead.
-Stored a thousand times over, compressing and TOASTing it cost the database more
-than everything else a send does.
+several kilobytes) is stored once, with its first recipient, whose row also
+keeps the text as that recipient read it (the outbox lists and searches it for
+every recipient of the request); the other rows' ``request`` name that row's
+``provider_message_id`` under ``CONTENT_OF`` instead. Stored a thousand times
+over, the content and text cost the database more than everything else a send does.
 """
 
 from __future__ import annotations
@@ -32,8 +32,7 @@ from channels.sandbox.faults import Fault, fault_for, fault_headers
 from channels.sandbox.playback import emit_after_commit
 
 EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-# Not a SendGrid field: where the sandbox keeps this request's content (see the module's docstring).
-CONTENT_OF = "sandbox_content_of"
+CONTENT_OF = SandboxMessage.CONTENT_OF  # where the sandbox keeps a request's content (see above)
 
 
 def _sendgrid_error(status: int, message: str, field: str | None = None) -> JsonResponse:
@@ -155,7 +154,7 @@ def sendgrid_mail_send(request: HttpRequest) -> HttpResponse:
                     "to_address": email,
                     "from_address": sender,
                     "subject": _substitute(p.get("subject") or mail.get("subject", ""), substitutions),
-                    "body": _substitute(body, substitutions),
+                    "body": "" if rows else _substitute(body, substitutions),
                     "callback_url": callback_url,
                     "request": request,
                     "outcome": "bounce" if email.split("@")[0].lower().startswith("bounce") else "delivered",

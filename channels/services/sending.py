@@ -14,15 +14,16 @@ from django.db.models import Case, F, TextField, Value, When
 from django.utils import timezone
 
 from campaigns.content.liquid import ContentError
-from campaigns.content.render import render_template, substitute
+from campaigns.content.render import RenderedContent, render_template, shares_content
 from campaigns.models import CONSENT_CHANNEL, Step
-from channels.adapters import ChannelError, Outbound, SendResult, adapter_for
-from channels.models import Message
+from channels.adapters import ChannelError, Outbound, SendResult, adapter_for, adapter_substitutes
+from channels.models import Message, MessageContent
 from channels.ratelimit import send_throttled
 from channels.services.status import advance
 from channels.suppression import suppressed_addresses
 from config.db import in_values
-from customers.models import Activity, Customer
+from customers.models import Activity, Consent, Customer
+from customers.querysets import consent_status_subquery
 
 logger = logging.getLogger(__name__)
 S = Message.Status
@@ -58,26 +59,51 @@ def skip_reason(customer: Customer, address: str | None, consented: set[int], su
     return ""
 
 
-def _claim(message_ids: list[int]) -> list[Message]:
-    """queued -> sending for the ids nobody else holds; returns what we now own."""
+# What sending reads of a message (in the model's field order); the rest is written, never read here.
+_CLAIMED = [
+    f.attname
+    for f in Message._meta.concrete_fields
+    if f.attname in {"id", "run_id", "step_id", "customer_id", "channel", "to_address"}
+]
+# What sending reads of a customer whose email shares its content (``shares_content``): not the profile.
+_SHARING_CUSTOMER = ("id", "erased_at", "persona")
+
+
+def _claim_rows(message_ids: list[int]) -> list[tuple]:
+    """queued -> sending for the ids nobody else holds (locked rows are skipped, not waited for).
+
+    Returns the ``_CLAIMED`` fields of what we now own; on PostgreSQL one statement,
+    the claim checked by what it returns.
+    """
+    claim = {"status": S.SENDING, "rank": Message.RANK[S.SENDING], "updated_at": timezone.now()}
+    if connection.vendor == "postgresql":
+        table = Message._meta.db_table
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"UPDATE {table} SET status = %s, rank = %s, attempts = attempts + 1, updated_at = %s "  # noqa: S608 - names from the model, values bound
+                f"WHERE id IN (SELECT id FROM {table} WHERE id = ANY(%s) AND status = %s FOR UPDATE SKIP LOCKED) "
+                f"RETURNING {', '.join(_CLAIMED)}",
+                [*claim.values(), message_ids, S.QUEUED.value],
+            )
+            return cursor.fetchall()
     with transaction.atomic():
         ids = list(
             Message.objects.select_for_update(skip_locked=True)
-            .filter(pk__in=in_values(message_ids), status=S.QUEUED)
+            .filter(pk__in=message_ids, status=S.QUEUED)
             .values_list("pk", flat=True)
         )
-        Message.objects.filter(pk__in=in_values(ids), status=S.QUEUED).update(
-            status=S.SENDING, rank=Message.RANK[S.SENDING], attempts=F("attempts") + 1, updated_at=timezone.now()
-        )
-    # Everything rendering reads, in three queries for the whole batch. A batch has one step
-    # or a few: each is loaded once and shared by its messages, not joined into every row.
-    # Only what sending reads of a message: the rest (timestamps, content, errors) is written, never read here.
-    messages = list(
-        Message.objects.filter(pk__in=in_values(ids))
-        .select_related("customer__persona")
-        .only("channel", "to_address", "run_id", "step_id", "customer")
-        .order_by("pk")
-    )
+        Message.objects.filter(pk__in=ids, status=S.QUEUED).update(**claim, attempts=F("attempts") + 1)
+    return list(Message.objects.filter(pk__in=ids).values_list(*_CLAIMED))
+
+
+def _claim(message_ids: list[int]) -> list[Message]:
+    """queued -> sending for the ids nobody else holds; returns what we now own, with its step.
+
+    A batch has one step or a few: each is loaded once (brand, template, variants)
+    and shared by its messages, not joined into every row. Customers are loaded
+    per channel, by ``_send_channel``.
+    """
+    messages = [Message.from_db(connection.alias, _CLAIMED, row) for row in sorted(_claim_rows(message_ids))]
     steps = (
         Step.objects.filter(pk__in={message.step_id for message in messages})
         .select_related("campaign__brand", "template")
@@ -87,6 +113,26 @@ def _claim(message_ids: list[int]) -> list[Message]:
     for message in messages:
         message.step = steps[message.step_id]
     return messages
+
+
+def _customers_load(channel: str, messages: list[Message]) -> set[int]:
+    """Give ``messages`` their customers, read now; returns the ids of those who consent to ``channel``.
+
+    One query. When the channel's provider fills in each recipient's links and
+    every step's content is shared (``shares_content``), no profile is rendered,
+    so none is read.
+    """
+    customers = (
+        Customer.objects.filter(pk__in=in_values({m.customer_id for m in messages}))
+        .select_related("persona")
+        .annotate(consent=consent_status_subquery(CONSENT_CHANNEL.get(channel, channel)))
+    )
+    if adapter_substitutes(channel) and all(shares_content(step.template) for step in {m.step for m in messages}):
+        customers = customers.only(*_SHARING_CUSTOMER)
+    by_pk = {customer.pk: customer for customer in customers}
+    for message in messages:
+        message.customer = by_pk[message.customer_id]
+    return {pk for pk, customer in by_pk.items() if customer.consent == Consent.Status.OPTED_IN}
 
 
 def _activities(messages: list[Message], kind: str, at, properties) -> list[Activity]:
@@ -143,28 +189,49 @@ def _finish(
     )
 
 
-def _finish_sent(provider: str, sent: list[tuple[Message, str, str, str | None]]) -> list[Activity]:
-    """Record that the provider accepted ``sent``: (message, subject, body as the recipient got them, provider id).
+def _contents_ensure(contents: set[tuple[str, str]]) -> dict[tuple[str, str], int]:
+    """The ``MessageContent`` id of each (subject, text), stored when new; two queries for a batch."""
+    by_digest = {MessageContent.digest_for(subject, body): (subject, body) for subject, body in contents}
+    MessageContent.objects.bulk_create(
+        [MessageContent(digest=digest, subject=s, body=b) for digest, (s, b) in by_digest.items()],
+        ignore_conflicts=True,  # stored by an earlier batch or another worker
+    )
+    stored = MessageContent.objects.filter(digest__in=by_digest).values_list("digest", "pk")
+    return {by_digest[digest]: pk for digest, pk in stored}
 
+
+def _finish_sent(provider: str, sent: list[tuple[Message, RenderedContent, str | None]]) -> list[Activity]:
+    """Record that the provider accepted ``sent``: (message, what was rendered for it, provider id).
+
+    What is stored is what the recipient got (not the HTML part): content the
+    provider personalised with substitutions (a broadcast) once, as a
+    ``MessageContent`` the messages point at; other content on the message.
     The same outcome as ``_finish(..., S.SENT, ...)`` per message: status and
     rank only move forward (a webhook may have got there first), ``sent_at``
-    keeps the earliest time, subject, body and provider id are stored, the error
-    is cleared, skipped messages stay as they are. On PostgreSQL that is one
-    statement for the whole call, ``UPDATE ... FROM jsonb_to_recordset(...)``
-    (one JSON parameter: half the client time of binding four arrays) feeding
-    the ``message.sent`` timeline INSERT, and nothing is returned; elsewhere one
-    UPDATE per message, in one transaction (SQLite would otherwise sync the
-    file after every one).
+    keeps the earliest time, the error is cleared, skipped messages stay as
+    they are. On PostgreSQL that is one statement for the whole call,
+    ``UPDATE ... FROM jsonb_to_recordset(...)`` (one JSON parameter: half the
+    client time of binding arrays) feeding the ``message.sent`` timeline
+    INSERT, and nothing is returned; elsewhere one UPDATE per message, in one
+    transaction (SQLite would otherwise sync the file after every one).
     """
+    contents = _contents_ensure({(r.subject, r.text) for _, r, _ in sent if r.substitutions})
+    stored = [
+        (message, "", "", contents[(r.subject, r.text)], provider_message_id)
+        if r.substitutions
+        else (message, r.subject, r.text, None, provider_message_id)
+        for message, r, provider_message_id in sent
+    ]
     if connection.vendor != "postgresql":
         activities = []
         with transaction.atomic():
-            for message, subject, body, provider_message_id in sent:
+            for message, subject, body, content_id, provider_message_id in stored:
                 activities += _finish(
                     [message],
                     S.SENT,
                     subject=subject,
                     body=body,
+                    content_id=content_id,
                     provider=provider,
                     provider_message_id=provider_message_id,
                 )
@@ -172,14 +239,9 @@ def _finish_sent(provider: str, sent: list[tuple[Message, str, str, str | None]]
     now = timezone.now()
     rank = Message.RANK[S.SENT]
     rows = [
-        {
-            "id": message.pk,
-            "provider_message_id": provider_message_id,
-            "subject": subject,
-            "body": body,
-            "campaign_id": message.step.campaign_id,
-        }
-        for message, subject, body, provider_message_id in sent
+        {"id": message.pk, "provider_message_id": provider_message_id, "campaign_id": message.step.campaign_id}
+        | ({"content_id": content_id} if content_id else {"subject": subject, "body": body})
+        for message, subject, body, content_id, provider_message_id in stored
     ]
     # Mirrors status.advance(S.SENT, now); empty subjects and bodies, like _finish, leave the stored ones.
     # The timeline entries are written by the same statement, from the rows it updated.
@@ -189,9 +251,10 @@ def _finish_sent(provider: str, sent: list[tuple[Message, str, str, str | None]]
         "sent_at = LEAST(m.sent_at, %s), updated_at = %s, provider = %s, "
         "error = CASE WHEN m.status = ANY(%s) THEN m.error ELSE '' END, "
         "provider_message_id = COALESCE(v.provider_message_id, m.provider_message_id), "
-        "subject = COALESCE(NULLIF(v.subject, ''), m.subject), body = COALESCE(NULLIF(v.body, ''), m.body) "
+        "subject = COALESCE(NULLIF(v.subject, ''), m.subject), body = COALESCE(NULLIF(v.body, ''), m.body), "
+        "content_id = COALESCE(v.content_id, m.content_id) "
         "FROM jsonb_to_recordset(%s::jsonb) "
-        "AS v(id bigint, provider_message_id text, subject text, body text, campaign_id bigint) "
+        "AS v(id bigint, provider_message_id text, subject text, body text, content_id bigint, campaign_id bigint) "
         "WHERE m.id = v.id AND m.status <> %s "
         "RETURNING m.id, m.customer_id, m.channel, m.to_address, v.campaign_id) "
         f"INSERT INTO {Activity._meta.db_table} "
@@ -229,13 +292,9 @@ def messages_send(*, message_ids: list[int], final_attempt: bool = False) -> Non
 
 def _send_channel(channel: str, messages: list[Message], final_attempt: bool) -> float | None:
     """Send one channel's claimed messages; returns None, or the wait before a retry if some went back to queued."""
-    consented = set(
-        Customer.objects.filter(pk__in=in_values([m.customer_id for m in messages]))
-        .consented(CONSENT_CHANNEL.get(channel, channel))
-        .values_list("pk", flat=True)
-    )
-    # Read now, not at dispatch: the customer (loaded by _claim) may have been
-    # erased, the address suppressed or consent withdrawn since.
+    # Read now, not at dispatch: the customer may have been erased, the address
+    # suppressed or consent withdrawn since.
+    consented = _customers_load(channel, messages)
     suppressed = suppressed_addresses(m.to_address for m in messages)
     skipped: dict[str, list[Message]] = defaultdict(list)
     sendable = []
@@ -284,7 +343,7 @@ def _send_channel(channel: str, messages: list[Message], final_attempt: bool) ->
         pending[message.pk] = (message, rendered)
 
     wait: float | None = None  # set when some message must be retried: the provider's Retry-After, or 0
-    sent: list[tuple[Message, str, str, str | None]] = []
+    sent: list[tuple[Message, RenderedContent, str | None]] = []
     if outbound:
         try:
             results = send_throttled(adapter, outbound)
@@ -293,9 +352,7 @@ def _send_channel(channel: str, messages: list[Message], final_attempt: bool) ->
         for result in results:
             message, rendered = pending[result.message_id]
             if result.ok:
-                # What is stored is what this recipient got; the HTML part is not stored.
-                subject, body = (substitute(part, rendered.substitutions) for part in (rendered.subject, rendered.text))
-                sent.append((message, subject, body, result.provider_message_id))
+                sent.append((message, rendered, result.provider_message_id))
             elif result.error.permanent or final_attempt:
                 activities += _finish(
                     [message],

@@ -21,6 +21,7 @@ from django.utils import timezone
 
 from campaigns.models import Enrollment
 from channels.models import Message, ProviderEvent, SandboxMessage, Suppression, WebhookDelivery
+from channels.selectors import message_as_sent, sandbox_text
 from channels.suppression import suppressed_hashes, suppression_add
 from customers.identity import IDENTITY_FIELDS
 from customers.models import Activity, Consent, Customer, Erasure
@@ -123,8 +124,11 @@ def customer_export(*, customer: Customer) -> dict:
 
     messages = []
     for message in (
-        Message.objects.filter(customer=customer).select_related("step__campaign", "run").order_by("created_at", "pk")
+        Message.objects.filter(customer=customer)
+        .select_related("step__campaign", "run", "content")
+        .order_by("created_at", "pk")
     ):
+        subject, body = message_as_sent(message)
         messages.append(
             {
                 "id": message.pk,
@@ -136,8 +140,8 @@ def customer_export(*, customer: Customer) -> dict:
                 "skip_reason": message.skip_reason,
                 "error": message.error,
                 "to_address": message.to_address,
-                "subject": message.subject,
-                "body": message.body,
+                "subject": subject,
+                "body": body,
                 "provider": message.provider,
                 "provider_message_id": message.provider_message_id,
                 "attempts": message.attempts,
@@ -191,11 +195,12 @@ def customer_export(*, customer: Customer) -> dict:
             {"address": address, "suppressed": Suppression.address_hash_for(address) in suppressed}
             for address in addresses
         ],
-        "sandbox_outbox": list(
-            SandboxMessage.objects.filter(to_address__in=_every_address(customer))
-            .order_by("created_at", "pk")
-            .values(*OUTBOX_EXPORT)
-        ),
+        "sandbox_outbox": [
+            {**{name: getattr(message, name) for name in OUTBOX_EXPORT}, "body": sandbox_text(message)}
+            for message in SandboxMessage.objects.filter(to_address__in=_every_address(customer)).order_by(
+                "created_at", "pk"
+            )
+        ],
         "erasure": {
             "erased": customer.erased_at is not None,
             "erased_at": customer.erased_at,
@@ -247,13 +252,27 @@ def customer_erase(*, customer: Customer, by, reason: str = "") -> Erasure:
         every_address = _every_address(customer)
         events = ProviderEvent.objects.filter(_provider_events_q(customer))
         Message.objects.filter(customer=customer).update(
-            to_address="", subject="", body="", error=_scrubbed("error", every_address), updated_at=now
+            to_address="", subject="", body="", content=None, error=_scrubbed("error", every_address), updated_at=now
         )
         events.update(payload=ProviderEvent.ERASED_PAYLOAD, error=_scrubbed("error", every_address))
         if every_address:
-            SandboxMessage.objects.filter(to_address__in=every_address).update(
-                to_address="", subject="", body="", request={}
+            outbox = SandboxMessage.objects.filter(to_address__in=every_address)
+            # A row keeping the content of an email other recipients got too keeps it (the
+            # content carries their tags, not this customer's links), and only it.
+            shared = set(
+                SandboxMessage.objects.filter(
+                    **{
+                        f"request__{SandboxMessage.CONTENT_OF}__in": list(
+                            outbox.values_list("provider_message_id", flat=True)
+                        )
+                    }
+                ).values_list(f"request__{SandboxMessage.CONTENT_OF}", flat=True)
             )
+            for message in outbox.filter(provider_message_id__in=shared):
+                content = message.request.get("content") if isinstance(message.request, dict) else None
+                SandboxMessage.objects.filter(pk=message.pk).update(request={"content": content or []})
+            outbox.exclude(provider_message_id__in=shared).update(request={})
+            outbox.update(to_address="", subject="", body="")
             # A webhook batch not split yet (or kept for its error) still holds the raw request.
             addressed = Q()
             for address in every_address:
