@@ -45,7 +45,11 @@ _WHITESPACE = r"E' \t\n\r\f\x0b'"  # Python's ASCII whitespace
 
 def _truthy(value: str) -> str:
     """SQL: whether the jsonb ``value`` is truthy in Python (present, and not null, false, 0, "", [] or {})."""
-    return f"""coalesce({value} NOT IN ('null', 'false', '0', '""', '[]', '{{}}'), false)"""
+    return (
+        f"""CASE jsonb_typeof({value}) WHEN 'string' THEN {value} <> '""' WHEN 'number' THEN {value} <> '0' """
+        f"WHEN 'boolean' THEN {value} = 'true' WHEN 'array' THEN {value} <> '[]' "
+        f"WHEN 'object' THEN {value} <> '{{}}' ELSE false END"
+    )
 
 
 def _text(value: str) -> str:
@@ -108,8 +112,8 @@ WITH event AS MATERIALIZED (
             to_timestamp(CASE WHEN s.seconds BETWEEN {EPOCH_RANGE[0]} AND {EPOCH_RANGE[1]} THEN s.seconds END),
             %(now)s
         ) AS at,
-        CASE WHEN s.reference ~ '^[0-9]{{1,18}}$' THEN s.reference::bigint END AS reference,
-        CASE WHEN s.reference !~ '^[0-9]{{1,18}}$' AND {_truthy("e.payload -> 'sg_message_id'")}
+        CASE WHEN r.is_id THEN s.reference::bigint END AS reference,
+        CASE WHEN NOT r.is_id AND {_truthy("e.payload -> 'sg_message_id'")}
             THEN split_part(e.payload ->> 'sg_message_id', '.', 1) END AS provider_reference,
         e.position
     FROM (
@@ -119,6 +123,10 @@ WITH event AS MATERIALIZED (
         WHERE d.id = %(delivery)s
     ) AS e
     CROSS JOIN LATERAL (SELECT {_SECONDS} AS seconds, {_text("e.payload -> 'chorus_message_id'")} AS reference) AS s
+    -- A Chorus message id: 1 to 18 digits (providers.parse_sendgrid_event's _MESSAGE_ID).
+    CROSS JOIN LATERAL (
+        SELECT length(s.reference) BETWEEN 1 AND 18 AND ltrim(s.reference, '0123456789') = '' AS is_id
+    ) AS r
     ORDER BY e.key, e.position
 ),
 resolved AS MATERIALIZED (
