@@ -134,7 +134,7 @@ def setup_django(url: str) -> None:
 
 
 def checkpoint() -> None:
-    """Write out what was just dirtied, so no checkpoint lands in the middle of a timed run.
+    """A CHECKPOINT, so none is due in the middle of a timed run (call it before preparing the run).
 
     Needs a superuser or ``pg_checkpoint``; without either the runs are only noisier.
     """

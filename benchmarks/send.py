@@ -11,7 +11,7 @@ Contract:
   closing text: the broadcast case, where recipients share content), one
   campaign with one email step, ``--messages`` customers with email consent
   (created once, reused), and per run a new ``CampaignRun`` with one queued
-  message per customer (bulk-inserted, outside the timing, then a ``CHECKPOINT``).
+  message per customer (bulk-inserted, outside the timing, after a ``CHECKPOINT``).
 * The sandbox runs as a real HTTP server: ``manage.py runserver --noreload``
   (threaded: each worker's call gets its own thread), ``DEBUG`` off. The real
   SendGrid SDK posts to it; it records one outbox row per recipient. Event
@@ -189,6 +189,7 @@ def _run_prepare(step, count: int) -> tuple[int, list[int]]:
     from channels.models import Message
     from customers.models import Customer
 
+    checkpoint()  # before: the run's pages are then new since it, and log no full images (see webhooks._reset)
     with connection.cursor() as cursor:
         cursor.execute("TRUNCATE channels_sandboxmessage, customers_activity, channels_message, channels_providerevent")
     number = (
@@ -205,7 +206,6 @@ def _run_prepare(step, count: int) -> tuple[int, list[int]]:
     )
     with connection.cursor() as cursor:
         cursor.execute("VACUUM ANALYZE channels_message")
-    checkpoint()
     return run.pk, [m.pk for m in messages]
 
 

@@ -6,8 +6,8 @@ Contract:
   ``$DATABASE_URL`` server (created and migrated when needed). ``--customers``
   customers with one sent email each are bulk-inserted once and reused; before
   every run the messages go back to ``sent`` and the timeline, consents,
-  suppressions, provider events and deliveries are truncated, then a
-  ``CHECKPOINT`` writes the reset out (skipped without the privilege).
+  suppressions, provider events and deliveries are truncated, after a
+  ``CHECKPOINT`` (skipped without the privilege; see ``_reset``).
 * Events: one realistic life per message, in the shapes of
   ``shared/fixtures/sendgrid_event_webhook.json`` (processed, delivered, ~55 %
   opened, a third of those clicked and some opened twice, ~1 % hard bounces,
@@ -249,9 +249,15 @@ def batches_of(events: list[dict], limit_bytes: int, rng: random.Random) -> list
 
 
 def _reset() -> None:
-    """The messages back to sent; no timeline, consent, suppression, event or delivery."""
+    """The messages back to sent; no timeline, consent, suppression, event or delivery.
+
+    Starts with a CHECKPOINT: the reset's own writes log the pages' full images,
+    so neither the baseline nor the run that follow does, and no checkpoint is due
+    in the middle of them.
+    """
     from django.db import connection
 
+    checkpoint()
     with connection.cursor() as cursor:
         cursor.execute(
             "TRUNCATE customers_activity, customers_consent, channels_suppression, channels_providerevent, "
@@ -266,7 +272,6 @@ def _reset() -> None:
             "UPDATE customers_customer SET last_engaged_email_at = NULL WHERE last_engaged_email_at IS NOT NULL"
         )
         cursor.execute("VACUUM ANALYZE channels_message, customers_customer")
-    checkpoint()
 
 
 def ack_latency(body: str, samples: int) -> list[float]:
