@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from urllib.parse import parse_qs, urlsplit
 
 from django.db.models import Count, F, OuterRef, Q, QuerySet, Subquery, TextField, Value
@@ -36,9 +37,50 @@ def sandbox_channel(message: SandboxMessage) -> str:
     return message.provider
 
 
+def sandbox_requests(messages: Iterable[SandboxMessage]) -> dict[int, dict]:
+    """Each message's request as its recipient's share of it, by message id; one query for the lot.
+
+    SendGrid: the mail send call's fields (its content included, which the sandbox
+    keeps once, with the call's first recipient: ``channels.sandbox.sendgrid``), this
+    recipient's personalization, and the custom args and headers in effect for it
+    (a personalization's override the call's, as at SendGrid). Other providers: the
+    request as recorded.
+    """
+    messages = list(messages)
+    stored = {m.pk: m.request if isinstance(m.request, dict) else {} for m in messages}
+    by_provider_id = {m.provider_message_id: m for m in messages}
+    wanted = {r[SandboxMessage.CONTENT_OF] for r in stored.values() if r.get(SandboxMessage.CONTENT_OF)}
+    calls = {pmid: stored[by_provider_id[pmid].pk] for pmid in wanted if pmid in by_provider_id}
+    if missing := wanted - set(calls):
+        calls.update(
+            SandboxMessage.objects.filter(provider_message_id__in=missing).values_list("provider_message_id", "request")
+        )
+    views = {}
+    for message in messages:
+        request = stored[message.pk]
+        if message.provider != "sendgrid":
+            views[message.pk] = request
+            continue
+        if first := request.get(SandboxMessage.CONTENT_OF):
+            call = {key: value for key, value in (calls.get(first) or {}).items() if key != "personalizations"}
+            request = {**call, "personalizations": request.get("personalizations") or []}
+        personalization = (request.get("personalizations") or [{}])[0]
+        for key in ("custom_args", "headers"):
+            if key in request or key in personalization:
+                request = {**request, key: {**request.get(key, {}), **personalization.get(key, {})}}
+        views[message.pk] = request
+    return views
+
+
+def sandbox_request(message: SandboxMessage) -> dict:
+    """One message's request as its recipient's share of it (``sandbox_requests``)."""
+    return sandbox_requests([message])[message.pk]
+
+
 def email_as_received(request: dict, subject: str = "") -> dict[str, str]:
-    """An email's subject, HTML and text parts as its recipient gets them: the personalization's
-    ``substitutions`` (SendGrid's per-recipient tags) applied, longest tag first."""
+    """An email's subject, HTML and text parts as its recipient gets them (``request``: as
+    ``sandbox_request`` gives it): the personalization's ``substitutions`` (SendGrid's
+    per-recipient tags) applied, longest tag first."""
     substitutions: dict[str, str] = {}
     for personalization in request.get("personalizations") or []:
         substitutions.update(personalization.get("substitutions") or {})
@@ -49,10 +91,6 @@ def email_as_received(request: dict, subject: str = "") -> dict[str, str]:
             value = value.replace(tag, str(substitutions[tag]))
         return value
 
-    if "content" not in request and (first := request.get(SandboxMessage.CONTENT_OF)):
-        # The sandbox keeps a request's content once, with its first recipient.
-        shared = SandboxMessage.objects.filter(provider_message_id=first).values_list("request", flat=True).first()
-        request = {**request, "content": (shared or {}).get("content")}
     parts = {str(c.get("type")): str(c.get("value", "")) for c in request.get("content") or [] if isinstance(c, dict)}
     return {
         "subject": substitute(subject),
@@ -61,11 +99,11 @@ def email_as_received(request: dict, subject: str = "") -> dict[str, str]:
     }
 
 
-def sandbox_text(message: SandboxMessage) -> str:
+def sandbox_text(message: SandboxMessage, request: dict | None = None) -> str:
     """The text a sandbox message's recipient got: an email's text part as received, else the body."""
     if sandbox_channel(message) != "email":
         return message.body
-    email = email_as_received(message.request if isinstance(message.request, dict) else {}, message.subject)
+    email = email_as_received(sandbox_request(message) if request is None else request, message.subject)
     return email["text"] or ("" if email["html"] else message.body)
 
 
@@ -110,18 +148,20 @@ def outbox_counts() -> dict[str, int]:
     return {channel: counts[channel] or 0 for channel in OUTBOX_CHANNELS}
 
 
-def chorus_message_id(message: SandboxMessage) -> int | None:
+def chorus_message_id(message: SandboxMessage, request: dict | None = None) -> int | None:
     """The Chorus ``Message`` a sandbox request carried: SendGrid's custom arg, Twilio's status callback."""
     if message.provider == "sendgrid":
-        value = str((message.request.get("custom_args") or {}).get("chorus_message_id", ""))
+        request = sandbox_request(message) if request is None else request
+        value = str((request.get("custom_args") or {}).get("chorus_message_id", ""))
     else:
         value = (parse_qs(urlsplit(message.callback_url).query).get("m") or [""])[0]
     return int(value) if value.isdigit() else None
 
 
-def outbox_webhooks(message: SandboxMessage) -> tuple[Message | None, list[ProviderEvent]]:
-    """The Chorus message behind a sandbox request, and the webhook events Chorus received about it."""
-    pk = chorus_message_id(message)
+def outbox_webhooks(message: SandboxMessage, request: dict) -> tuple[Message | None, list[ProviderEvent]]:
+    """The Chorus message behind a sandbox request (``request``: ``sandbox_request``), and the webhook
+    events Chorus received about it."""
+    pk = chorus_message_id(message, request)
     chorus = Message.objects.filter(pk=pk).select_related("customer", "step__campaign").first() if pk else None
     events = list(ProviderEvent.objects.filter(message=chorus).order_by("received_at", "id")) if chorus else []
     for event in events:

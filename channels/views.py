@@ -80,10 +80,10 @@ def outbox_detail(request: HttpRequest, pk: int) -> HttpResponse:
     if message is None:
         raise Http404("No such sandbox message.")
     channel = selectors.sandbox_channel(message)
-    chorus_message, events = selectors.outbox_webhooks(message)
-    request_data = message.request if isinstance(message.request, dict) else {}
+    request_data = selectors.sandbox_request(message)
+    chorus_message, events = selectors.outbox_webhooks(message, request_data)
     email = selectors.email_as_received(request_data, message.subject) if channel == "email" else {}
-    text = selectors.sandbox_text(message)
+    text = selectors.sandbox_text(message, request_data)
     context = {
         "message": message,
         "channel": channel,
@@ -97,8 +97,8 @@ def outbox_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "reply_to": (request_data.get("reply_to") or {}).get("email", ""),
         "sms": sms_info(text) if channel in (Channel.SMS, Channel.WHATSAPP) else None,
         "request_json": json.dumps(request_data, indent=2, ensure_ascii=False),
-        "plan": playback_plan(message) if message.provider in ("sendgrid", "twilio") else None,
-        "chorus_message_id": selectors.chorus_message_id(message),
+        "plan": playback_plan(message, request_data) if message.provider in ("sendgrid", "twilio") else None,
+        "chorus_message_id": selectors.chorus_message_id(message, request_data),
         "chorus_message": chorus_message,
         "events": events,
         "sandbox_enabled": settings.CHORUS_SANDBOX,

@@ -22,7 +22,7 @@ from channels.adapters.sendgrid import SendGridAdapter
 from channels.adapters.twilio import TwilioSmsAdapter, TwilioWhatsAppAdapter, twilio_error
 from channels.models import SandboxMessage
 from channels.sandbox import sandbox_fault_set, sandbox_faults_clear
-from channels.selectors import outbox_messages, sandbox_text
+from channels.selectors import email_as_received, outbox_messages, sandbox_request, sandbox_requests, sandbox_text
 from config.settings import _sandbox_faults
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -83,10 +83,10 @@ def test_identical_emails_go_out_as_one_call_with_a_personalization_each(sandbox
     assert request["subject"] == "Spring sale"
     assert request["categories"] == ["campaign-7"]
     assert [c["type"] for c in request["content"]] == ["text/plain", "text/html"]
-    # Each recipient's record holds its own personalization and the headers in effect for it.
+    # Each recipient's share of the call: its own personalization and the headers in effect for it.
+    shares = [sandbox_request(r) for r in rows]
     assert [
-        (r.request["personalizations"], r.request["custom_args"], r.request["headers"]["List-Unsubscribe"])
-        for r in rows
+        (share["personalizations"], share["custom_args"], share["headers"]["List-Unsubscribe"]) for share in shares
     ] == [
         (
             [{"to": [{"email": f"{name}@example.com"}], "custom_args": {"chorus_message_id": str(pk)}, "headers": ANY}],
@@ -95,7 +95,10 @@ def test_identical_emails_go_out_as_one_call_with_a_personalization_each(sandbox
         )
         for name, pk in (("ann", 11), ("bob", 12), ("cy", 13))
     ]
-    assert all(r.request["headers"]["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click" for r in rows)
+    assert all(share["headers"]["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click" for share in shares)
+    assert all(share["subject"] == "Spring sale" and share["content"] == request["content"] for share in shares)
+    # The call itself is stored once: the others keep only their personalization.
+    assert all(set(r.request) == {"personalizations", SandboxMessage.CONTENT_OF} for r in rows[1:])
     assert len({r.provider_message_id.split(".")[0] for r in rows}) == 1, "the sandbox saw one call"
 
 
@@ -125,6 +128,23 @@ def test_shared_emails_carry_each_recipients_substitutions_and_the_sandbox_recor
     assert {m.to_address for m in outbox_messages(query="Unsubscribe")} == {"ann@example.com", "bob@example.com"}
 
 
+def test_the_recipients_shares_of_a_call_are_read_with_one_query_for_the_lot(sandbox, django_assert_num_queries):
+    shared = {"body": "Hi. Unsubscribe: -unsub-"}
+    batch = [
+        email(50 + n, f"r{n}@example.com", substitutions={"-unsub-": f"https://u/{n}"}, **shared) for n in range(30)
+    ]
+    SendGridAdapter().send(batch)
+    first, *others = recorded("sendgrid")
+
+    with django_assert_num_queries(1):  # the row keeping the call
+        shares = sandbox_requests(others)
+    with django_assert_num_queries(0):  # it is among them
+        assert sandbox_requests([first, *others]) == {**shares, first.pk: sandbox_request(first)}
+    assert [email_as_received(shares[r.pk])["text"] for r in others] == [
+        f"Hi. Unsubscribe: https://u/{n}" for n in range(1, 30)
+    ]
+
+
 def test_the_sandbox_refuses_substitutions_that_are_not_strings(sandbox):
     (result,) = SendGridAdapter().send([email(41, "ann@example.com", substitutions={"-unsub-": 7})])
     assert result.error.permanent
@@ -145,7 +165,7 @@ def test_emails_with_different_content_go_out_one_call_each(sandbox):
     calls = {r.to_address: r.provider_message_id.split(".")[0] for r in recorded("sendgrid")}
     assert calls["ann@example.com"] == calls["cy@example.com"]  # Ann's and Cy's texts are identical
     assert calls["bob@example.com"] != calls["ann@example.com"]
-    assert SandboxMessage.objects.get(to_address="bob@example.com").request["custom_args"] == {
+    assert sandbox_request(SandboxMessage.objects.get(to_address="bob@example.com"))["custom_args"] == {
         "chorus_message_id": "22"
     }
     bob = next(r for r in results if r.message_id == 22)

@@ -22,6 +22,7 @@ from campaigns.content.render import render_template
 from campaigns.models import ShortLink
 from campaigns.services import enrollments_dispatch
 from channels.models import Message, SandboxMessage
+from channels.selectors import sandbox_request
 from customers.models import Activity, Consent
 from customers.services.consent import consent_current
 from tests.factories import (
@@ -360,7 +361,7 @@ def test_a_sent_email_offers_one_click_unsubscribe_that_works(sandbox, client):
     while enrollments_dispatch():
         pass
     mail = SandboxMessage.objects.get(provider="sendgrid")
-    headers = mail.request["headers"]
+    headers = sandbox_request(mail)["headers"]
     assert headers["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     unsubscribe = re.fullmatch(r"<([^>]+)>", headers["List-Unsubscribe"]).group(1)
     assert unsubscribe.startswith(f"{sandbox.url}/u/")

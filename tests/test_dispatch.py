@@ -10,6 +10,7 @@ from campaigns.selectors import campaign_channel_stats, campaigns_finished
 from campaigns.services import campaign_launch, campaign_schedule, campaigns_complete, enrollments_dispatch
 from channels.models import Message, SandboxMessage
 from channels.sandbox import sandbox_fault_set, sandbox_faults_clear
+from channels.selectors import sandbox_request
 from channels.services import TransientSendError, messages_send
 from customers.models import Activity
 from customers.services import consent_record
@@ -90,7 +91,7 @@ def test_both_channels_send_through_the_real_sdks_and_come_back_delivered(sandbo
     outbox = {m.provider: m for m in SandboxMessage.objects.all()}
     assert outbox["sendgrid"].to_address == ana.email
     assert outbox["sendgrid"].subject == "Spring sale, Ana"
-    assert outbox["sendgrid"].request["custom_args"] == {"chorus_message_id": str(email.pk)}
+    assert sandbox_request(outbox["sendgrid"])["custom_args"] == {"chorus_message_id": str(email.pk)}
     assert "Northwind Outfitters" in outbox["sendgrid"].body  # the brand's legal footer
     assert outbox["twilio"].to_address == ana.phone
     assert outbox["twilio"].body == "Ana: 20% off today. Reply STOP to opt out"

@@ -35,7 +35,7 @@ from django.utils import timezone
 from twilio.request_validator import RequestValidator
 
 from channels.models import SandboxMessage
-from channels.selectors import email_as_received, sandbox_channel
+from channels.selectors import email_as_received, sandbox_channel, sandbox_request, sandbox_requests
 from config.keys import ec_sign_b64
 
 PLAYED_PROVIDERS = ("sendgrid", "twilio")
@@ -96,8 +96,9 @@ def clickable_links(request: dict) -> list[str]:
     return links
 
 
-def playback_plan(message: SandboxMessage) -> Playback:
-    """What the sandbox plays back for ``message``; the same every time for the same message and settings."""
+def playback_plan(message: SandboxMessage, request: dict | None = None) -> Playback:
+    """What the sandbox plays back for ``message`` (``request``: ``sandbox_request``'s); the same every
+    time for the same message and settings."""
     channel = sandbox_channel(message)
     profile = settings.CHORUS_SANDBOX_PLAYBACK.get(channel, {})
     delay = int(profile.get("delay", 0))
@@ -109,7 +110,7 @@ def playback_plan(message: SandboxMessage) -> Playback:
             return Playback(channel, "bounce", delay=delay)
         if outcome_draw >= bounce + delivered:
             return Playback(channel, "deferred", delay=delay)
-        links = clickable_links(message.request)
+        links = clickable_links(sandbox_request(message) if request is None else request)
         if links and later_draw < profile.get("click", 0):
             return Playback(channel, "delivered", ("open", "click"), click_url=rng.choice(links), delay=delay)
         if later_draw < profile.get("open", 0):
@@ -144,13 +145,13 @@ def _event_id(message: SandboxMessage, name: str) -> str:
 # --- SendGrid ------------------------------------------------------------------
 
 
-def _sendgrid_events(message: SandboxMessage, plan: Playback, names: tuple[str, ...]) -> list[dict]:
+def _sendgrid_events(message: SandboxMessage, request: dict, plan: Playback, names: tuple[str, ...]) -> list[dict]:
     base = {
         "email": message.to_address,
         "sg_message_id": message.provider_message_id,
         "smtp-id": f"<{message.provider_message_id}@sandbox>",
-        "category": message.request.get("categories", []),
-        **message.request.get("custom_args", {}),
+        "category": request.get("categories", []),
+        **request.get("custom_args", {}),
     }
     details = {
         "delivered": {"response": "250 2.0.0 OK"},
@@ -189,10 +190,10 @@ def _sendgrid_post(url: str, events: list[dict]) -> None:
     response.raise_for_status()
 
 
-def _sendgrid_play(batch: list[tuple[SandboxMessage, tuple[str, ...], Playback]]) -> None:
+def _sendgrid_play(batch: list[tuple[SandboxMessage, dict, tuple[str, ...], Playback]]) -> None:
     by_url: dict[str, list[dict]] = defaultdict(list)
-    for message, names, plan in batch:
-        by_url[message.callback_url] += _sendgrid_events(message, plan, names)
+    for message, request, names, plan in batch:
+        by_url[message.callback_url] += _sendgrid_events(message, request, plan, names)
     for url, events in by_url.items():
         for start in range(0, len(events), SENDGRID_EVENTS_PER_POST):
             _sendgrid_post(url, events[start : start + SENDGRID_EVENTS_PER_POST])
@@ -261,9 +262,15 @@ def _twilio_stop_reply(message: SandboxMessage) -> None:
 # --- The two passes --------------------------------------------------------------
 
 
-def _play_delivery(messages: list[SandboxMessage]) -> None:
-    plans = {message.pk: playback_plan(message) for message in messages}
-    _sendgrid_play([(m, ("processed", plans[m.pk].outcome), plans[m.pk]) for m in messages if m.provider == "sendgrid"])
+def _play_delivery(messages: list[SandboxMessage], requests: dict[int, dict]) -> None:
+    plans = {message.pk: playback_plan(message, requests[message.pk]) for message in messages}
+    _sendgrid_play(
+        [
+            (m, requests[m.pk], ("processed", plans[m.pk].outcome), plans[m.pk])
+            for m in messages
+            if m.provider == "sendgrid"
+        ]
+    )
     for message in messages:
         if message.provider == "twilio":
             plan = plans[message.pk]
@@ -286,9 +293,9 @@ def _play_delivery(messages: list[SandboxMessage]) -> None:
         sandbox_emit_events.apply_async((ids,), countdown=delay)
 
 
-def _play_later(messages: list[SandboxMessage]) -> None:
-    plans = {message.pk: playback_plan(message) for message in messages}
-    _sendgrid_play([(m, plans[m.pk].later, plans[m.pk]) for m in messages if m.provider == "sendgrid"])
+def _play_later(messages: list[SandboxMessage], requests: dict[int, dict]) -> None:
+    plans = {message.pk: playback_plan(message, requests[message.pk]) for message in messages}
+    _sendgrid_play([(m, requests[m.pk], plans[m.pk].later, plans[m.pk]) for m in messages if m.provider == "sendgrid"])
     for message in messages:
         if message.provider == "twilio":
             if "read" in plans[message.pk].later:
@@ -307,7 +314,8 @@ def sandbox_events_emit(*, sandbox_message_ids: list[int]) -> None:
     messages = list(
         SandboxMessage.objects.filter(pk__in=sandbox_message_ids, provider__in=PLAYED_PROVIDERS).order_by("pk")
     )
+    requests = sandbox_requests(messages)  # one query for the requests' shared content
     if fresh := [m for m in messages if m.events_sent_at is None]:
-        _play_delivery(fresh)
+        _play_delivery(fresh, requests)
     if played := [m for m in messages if m.events_sent_at is not None]:
-        _play_later(played)
+        _play_later(played, requests)

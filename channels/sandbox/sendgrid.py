@@ -1,16 +1,16 @@
 """The SendGrid v3 mail send API, as the ``sendgrid`` SDK calls it.
 
-Each recipient is recorded with the request as it came (its own personalization,
-whose ``substitutions`` SendGrid writes over their tags in the subject and
-content: ``channels.selectors.email_as_received`` shows the email as that
-recipient got it) and with its subject substituted.
-
-The content of a request (the same for all of its recipients: the HTML alone is
-several kilobytes) is stored once, with its first recipient, whose row also
-keeps the text as that recipient read it (the outbox lists and searches it for
-every recipient of the request); the other rows' ``request`` name that row's
-``provider_message_id`` under ``CONTENT_OF`` instead. Stored a thousand times
-over, the content and text cost the database more than everything else a send does.
+Each recipient is recorded with their own personalization of the request (whose
+``substitutions`` SendGrid writes over their tags in the subject and content) and
+their subject as substituted. The rest of the call (sender, subject, categories,
+content: the HTML alone is several kilobytes) is the same for all of its
+recipients and stored once, with the first recipient, whose row also keeps the
+text as that recipient read it (the outbox lists and searches it for every
+recipient of the call); the other rows' ``request`` name that row's
+``provider_message_id`` under ``CONTENT_OF``. ``channels.selectors.sandbox_request``
+puts a recipient's share of the call back together, ``email_as_received`` shows
+the email as they got it. Stored a thousand times over, the call cost the
+database more than everything else a send does.
 """
 
 from __future__ import annotations
@@ -51,16 +51,6 @@ def _substitute(text: str, substitutions: dict[str, str]) -> str:
     for tag, value in substitutions.items():
         text = text.replace(tag, value)
     return text
-
-
-def _recipient_request(mail: dict, personalization: dict) -> dict:
-    """What one recipient of ``mail`` gets: its own personalization, and the custom args and
-    headers in effect for it (a personalization's override the mail's, as at SendGrid)."""
-    request = {**mail, "personalizations": [personalization]}
-    for key in ("custom_args", "headers"):
-        if key in mail or key in personalization:
-            request[key] = {**mail.get(key, {}), **personalization.get(key, {})}
-    return request
 
 
 # What the outbox keeps of each recipient (every other SandboxMessage field keeps its default).
@@ -142,10 +132,9 @@ def sendgrid_mail_send(request: HttpRequest) -> HttpResponse:
     callback_url = settings.CHORUS_PUBLIC_URL + reverse("webhooks:sendgrid-events")
     body = contents.get("text/plain") or contents.get("text/html", "")
     first = f"{x_message_id}.sandbox.0"
-    without_content = {key: value for key, value in mail.items() if key != "content"}
     rows = []
     for p in personalizations:
-        request = {**_recipient_request(without_content, p), CONTENT_OF: first} if rows else _recipient_request(mail, p)
+        request = {"personalizations": [p], CONTENT_OF: first} if rows else {**mail, "personalizations": [p]}
         substitutions = p.get("substitutions") or {}
         for to in p["to"]:
             email = to["email"]

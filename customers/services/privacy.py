@@ -257,8 +257,8 @@ def customer_erase(*, customer: Customer, by, reason: str = "") -> Erasure:
         events.update(payload=ProviderEvent.ERASED_PAYLOAD, error=_scrubbed("error", every_address))
         if every_address:
             outbox = SandboxMessage.objects.filter(to_address__in=every_address)
-            # A row keeping the content of an email other recipients got too keeps it (the
-            # content carries their tags, not this customer's links), and only it.
+            # A row keeping the call an email's other recipients share keeps it (its content
+            # carries their tags, not this customer's links), without this customer's personalization.
             shared = set(
                 SandboxMessage.objects.filter(
                     **{
@@ -269,8 +269,8 @@ def customer_erase(*, customer: Customer, by, reason: str = "") -> Erasure:
                 ).values_list(f"request__{SandboxMessage.CONTENT_OF}", flat=True)
             )
             for message in outbox.filter(provider_message_id__in=shared):
-                content = message.request.get("content") if isinstance(message.request, dict) else None
-                SandboxMessage.objects.filter(pk=message.pk).update(request={"content": content or []})
+                call = {key: value for key, value in message.request.items() if key != "personalizations"}
+                SandboxMessage.objects.filter(pk=message.pk).update(request=call)
             outbox.exclude(provider_message_id__in=shared).update(request={})
             outbox.update(to_address="", subject="", body="")
             # A webhook batch not split yet (or kept for its error) still holds the raw request.
