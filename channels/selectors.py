@@ -5,9 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from urllib.parse import parse_qs, urlsplit
 
-from django.db.models import Count, F, OuterRef, Q, QuerySet, Subquery, TextField, Value
+from django.db.models import Count, Exists, F, OuterRef, Q, QuerySet
 from django.db.models.fields.json import KT
-from django.db.models.functions import Coalesce, NullIf
 
 from campaigns.content.render import recipient_substitutions, substitute
 from campaigns.models import Campaign
@@ -107,6 +106,13 @@ def sandbox_text(message: SandboxMessage, request: dict | None = None) -> str:
     return email["text"] or ("" if email["html"] else message.body)
 
 
+def sandbox_texts(messages: Iterable[SandboxMessage]) -> dict[int, str]:
+    """``sandbox_text`` of each message, by id; one query for the lot."""
+    messages = list(messages)
+    requests = sandbox_requests(messages)
+    return {message.pk: sandbox_text(message, requests[message.pk]) for message in messages}
+
+
 def message_as_sent(message: Message) -> tuple[str, str]:
     """The subject and text a message's recipient got (``select_related("content")`` when reading many).
 
@@ -123,19 +129,18 @@ def message_as_sent(message: Message) -> tuple[str, str]:
 
 def outbox_messages(*, channel: str = "", query: str = "") -> QuerySet[SandboxMessage]:
     """Sandbox requests, newest first, of one channel (all if empty), matching ``query``
-    in the recipient, subject or ``text``: the body, or for a recipient of an email
-    sent to many, the text as the request's first recipient read it."""
-    shared = SandboxMessage.objects.filter(provider_message_id=OuterRef("content_of")).order_by().values("body")[:1]
-    messages = (
-        SandboxMessage.objects.annotate(content_of=KT(f"request__{SandboxMessage.CONTENT_OF}"))
-        .annotate(text=Coalesce(NullIf("body", Value("")), Subquery(shared), Value(""), output_field=TextField()))
-        .order_by("-created_at", "-id")
-    )
+    in the recipient, subject or text (for a recipient of an email sent to many, the
+    text of the call, which the sandbox keeps with its first recipient)."""
+    messages = SandboxMessage.objects.order_by("-created_at", "-id")
     if channel:
         messages = messages.filter(OUTBOX_CHANNELS[channel][1])
     if query:
-        messages = messages.filter(
-            Q(to_address__icontains=query) | Q(subject__icontains=query) | Q(text__icontains=query)
+        call_matches = SandboxMessage.objects.filter(provider_message_id=OuterRef("content_of"), body__icontains=query)
+        messages = messages.annotate(content_of=KT(f"request__{SandboxMessage.CONTENT_OF}")).filter(
+            Q(to_address__icontains=query)
+            | Q(subject__icontains=query)
+            | Q(body__icontains=query)
+            | Exists(call_matches)
         )
     return messages
 

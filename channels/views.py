@@ -53,8 +53,9 @@ def outbox_list(request: HttpRequest) -> HttpResponse:
     page = Paginator(selectors.outbox_messages(channel=channel, query=query), OUTBOX_PER_PAGE).get_page(
         request.GET.get("page")
     )
+    texts = selectors.sandbox_texts(page.object_list)  # each as its recipient got it, for the excerpt
     for message in page.object_list:
-        message.channel = selectors.sandbox_channel(message)
+        message.channel, message.text = selectors.sandbox_channel(message), texts[message.pk]
     counts = selectors.outbox_counts()
     context = {
         "page": page,

@@ -6,6 +6,8 @@ import pytest
 from django.urls import reverse
 
 from campaigns.services import enrollments_dispatch
+from channels.adapters import Outbound
+from channels.adapters.sendgrid import SendGridAdapter
 from channels.models import Message, SandboxMessage
 from tests.factories import CustomerFactory, UserFactory, launch, two_channel_campaign
 
@@ -86,6 +88,20 @@ def test_search_matches_recipient_subject_and_text_and_keeps_the_tabs_in_step(ou
     assert "?channel=sms&amp;q=today" in html
     empty = analyst_client.get(url, {"q": "nothing like this"})
     assert "Nothing in the outbox matches “nothing like this”." in empty.content.decode()
+
+
+def test_recipients_of_one_call_are_listed_each_with_the_text_they_got(sandbox, analyst_client):
+    shared = {"sender": "news@brand.example", "subject": "Winter clearance", "body": "Up to 30% off. Stop: -unsub-"}
+    SendGridAdapter().send(
+        [
+            Outbound(message_id=n, to=f"{name}@example.com", substitutions={"-unsub-": f"https://u/{name}"}, **shared)
+            for n, name in enumerate(("ann", "bob", "cy"), start=1)
+        ]
+    )
+
+    page = analyst_client.get(reverse("outbox:list"), {"q": "clearance"}).content.decode()
+    for name in ("ann", "bob", "cy"):
+        assert f"{name}@example.com" in page and f"Stop: https://u/{name}" in page
 
 
 def test_email_detail_shows_the_html_sandboxed_the_text_part_and_the_headers(outbox, analyst_client):
