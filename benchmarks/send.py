@@ -213,15 +213,17 @@ def write_floor(step, count: int) -> float:
     """Microseconds of PostgreSQL per message for the writes every send needs, done as bare SQL.
 
     On a freshly queued run (outside the timing, no worker): per 1,000 messages, the
-    claim UPDATE (queued -> sending), then the sent UPDATE with subject, body (one of the
-    length the newsletter renders to) and provider id feeding the ``message.sent``
-    timeline INSERT, as the send path does them, from one connection with no Python
-    between. The send path cannot cost PostgreSQL less than this.
+    claim UPDATE (queued -> sending), then the sent UPDATE with the shared content's id
+    and the provider id feeding the ``message.sent`` timeline INSERT, as the send path
+    does them, from one connection with no Python between. The send path cannot cost
+    PostgreSQL less than this.
     """
     from django.db import connection
 
+    from channels.models import MessageContent
+
     _, ids = _run_prepare(step, count)
-    body = "x" * 1600
+    content, _ = MessageContent.objects.get_or_create(digest="bench-floor", defaults={"body": "x" * 1600})
     started = time.perf_counter()
     with connection.cursor() as cursor:
         for start in range(0, len(ids), 1000):
@@ -231,11 +233,11 @@ def write_floor(step, count: int) -> float:
                 "updated_at = now() WHERE id = ANY(%s) AND status = 'queued'",
                 [batch],
             )
-            rows = [{"id": pk, "p": f"sg-{pk}", "s": "Spring is here: 20% off", "b": body} for pk in batch]
+            rows = [{"id": pk, "p": f"sg-{pk}", "c": content.pk} for pk in batch]
             cursor.execute(
                 "WITH sent AS (UPDATE channels_message AS m SET status = 'sent', rank = 20, sent_at = now(), "
-                "updated_at = now(), provider = 'sendgrid', provider_message_id = v.p, subject = v.s, body = v.b "
-                "FROM jsonb_to_recordset(%s::jsonb) AS v(id bigint, p text, s text, b text) WHERE m.id = v.id "
+                "updated_at = now(), provider = 'sendgrid', provider_message_id = v.p, content_id = v.c "
+                "FROM jsonb_to_recordset(%s::jsonb) AS v(id bigint, p text, c bigint) WHERE m.id = v.id "
                 "RETURNING m.id, m.customer_id, m.channel, m.to_address) "
                 "INSERT INTO customers_activity (customer_id, occurred_at, kind, channel, campaign_id, message_id, "
                 "properties) SELECT customer_id, now(), 'message.sent', channel, %s, id, "
