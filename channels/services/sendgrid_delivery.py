@@ -14,6 +14,9 @@ What the events mean is not repeated here: the event table
 sender-side bounce classes are passed in from their Python definitions. The
 SQL reads each field as ``providers.parse_sendgrid_event`` does: ``json_text``
 (a falsy value is "") is ``_text`` below, ``_epoch`` is the ``at`` expression.
+Where the two could still part is in values no provider sends: a number written
+with an exponent (jsonb keeps ``1e2`` as ``100``, Python as ``100.0``) or an
+address padded with non-ASCII spaces.
 """
 
 from __future__ import annotations
@@ -179,7 +182,7 @@ new AS MATERIALIZED (
     SELECT resolved.*, inserted.id AS event_id FROM inserted JOIN resolved ON resolved.key = inserted.dedupe_key
 ),
 advanced AS (
-    -- status.messages_advance, with the failure reason of failure events (messages_fail_reasons).
+    -- As status.messages_advance, and the first failure reason onto a message without one.
     UPDATE {_M} AS m SET
         status = CASE WHEN m.rank < v.rank THEN v.status ELSE m.status END,
         rank = GREATEST(m.rank, v.rank),
