@@ -109,7 +109,16 @@ class Message(models.Model):
                 name="message_provider_id_unique",
             ),
         ]
-        indexes = [models.Index(fields=["status"]), models.Index(fields=["run", "channel", "status"])]
+        indexes = [
+            # Only failures are looked up across runs (Failed deliveries, the bounce count): a partial
+            # index takes no entry when a message is claimed, sent, delivered, opened or clicked.
+            models.Index(
+                fields=["status"],
+                condition=models.Q(status__in=["failed", "undelivered", "bounced"]),
+                name="message_failure_idx",
+            ),
+            models.Index(fields=["run", "channel", "status"]),
+        ]
 
     def __str__(self) -> str:
         return f"{self.channel} to {self.to_address or self.customer_id} ({self.status})"
