@@ -18,7 +18,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from campaigns.content.render import RECIPIENT_TAGS, RenderedContent
-from campaigns.models import CampaignRun
+from campaigns.models import CampaignRun, TemplateVariant
 from campaigns.services import enrollments_dispatch
 from channels.models import Message, MessageContent, SandboxMessage
 from channels.ratelimit import limits
@@ -26,7 +26,7 @@ from channels.sandbox.sendgrid import CONTENT_OF
 from channels.selectors import message_as_sent, sandbox_text
 from channels.services import messages_send
 from channels.services.sending import _claim, _finish_sent
-from customers.models import Consent, Customer
+from customers.models import Consent, Customer, Persona
 from customers.services.privacy import customer_erase, customer_export
 from tests.factories import CustomerFactory, email_only_campaign, launch
 
@@ -114,6 +114,26 @@ def test_a_broadcast_goes_out_in_one_call_with_each_recipients_links_as_substitu
         assert personalization["custom_args"] == {"chorus_message_id": str(message.pk)}
         assert message.sent_at is not None and subject == "Spring at Northwind"
     assert len(unsubscribes) == 3, "every recipient has their own unsubscribe link"
+
+
+def test_a_broadcast_persona_variant_goes_to_the_personas_members_in_a_call_of_its_own(sandbox, hold_sends):
+    persona = Persona.objects.create(
+        name="Bargain hunter", slug="bargain-hunter", rules={"all": [{"field": "country", "op": "eq", "value": "XX"}]}
+    )
+    campaign = broadcast_campaign()
+    template = campaign.steps.get().template
+    TemplateVariant.objects.create(template=template, persona=persona, subject="Deals for bargain hunters")
+    bea, cy, di = (CustomerFactory(consents={"email": "opted_in"}) for _ in range(3))
+    messages = queued_messages(campaign)
+    Customer.objects.filter(pk=bea.pk).update(persona=persona)
+
+    messages_send(message_ids=[m.pk for m in messages])
+
+    rows = {r.to_address: r for r in SandboxMessage.objects.filter(provider="sendgrid")}
+    assert rows[bea.email].subject == "Deals for bargain hunters"
+    assert rows[cy.email].subject == rows[di.email].subject == "Spring at Northwind"
+    assert call_id(rows[cy.email]) == call_id(rows[di.email]) != call_id(rows[bea.email])
+    assert MessageContent.objects.count() == 2, "the default and the variant, each stored once"
 
 
 def test_a_data_export_shows_a_broadcast_email_as_its_recipient_got_it_and_erasure_forgets_it(sandbox, hold_sends):

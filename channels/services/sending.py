@@ -22,7 +22,7 @@ from channels.ratelimit import send_throttled
 from channels.services.status import advance
 from channels.suppression import suppressed_addresses
 from config.db import in_values
-from customers.models import Activity, Consent, Customer
+from customers.models import Activity, Consent, Customer, Persona
 from customers.querysets import consent_status_subquery
 
 logger = logging.getLogger(__name__)
@@ -66,7 +66,9 @@ _CLAIMED = [
     if f.attname in {"id", "run_id", "step_id", "customer_id", "channel", "to_address"}
 ]
 # What sending reads of a customer whose email shares its content (``shares_content``): not the profile.
-_SHARING_CUSTOMER = ("id", "erased_at", "persona")
+_SHARING_CUSTOMER = [
+    f.attname for f in Customer._meta.concrete_fields if f.attname in {"id", "erased_at", "persona_id"}
+]
 
 
 def _claim_rows(message_ids: list[int]) -> list[tuple]:
@@ -118,21 +120,31 @@ def _claim(message_ids: list[int]) -> list[Message]:
 def _customers_load(channel: str, messages: list[Message]) -> set[int]:
     """Give ``messages`` their customers, read now; returns the ids of those who consent to ``channel``.
 
-    One query. When the channel's provider fills in each recipient's links and
-    every step's content is shared (``shares_content``), no profile is rendered,
-    so none is read.
+    One query (and one for the personas of a batch whose content is shared). When
+    the channel's provider fills in each recipient's links and every step's
+    content is shared (``shares_content``), no profile is rendered, so only the
+    customer's id, erasure and persona are read.
     """
-    customers = (
-        Customer.objects.filter(pk__in=in_values({m.customer_id for m in messages}))
-        .select_related("persona")
-        .annotate(consent=consent_status_subquery(CONSENT_CHANNEL.get(channel, channel)))
+    customers = Customer.objects.filter(pk__in=in_values({m.customer_id for m in messages})).annotate(
+        consent=consent_status_subquery(CONSENT_CHANNEL.get(channel, channel))
     )
+    consented: set[int] = set()
     if adapter_substitutes(channel) and all(shares_content(step.template) for step in {m.step for m in messages}):
-        customers = customers.only(*_SHARING_CUSTOMER)
-    by_pk = {customer.pk: customer for customer in customers}
+        by_pk = {}
+        for *row, consent in customers.values_list(*_SHARING_CUSTOMER, "consent"):
+            customer = by_pk[row[0]] = Customer.from_db(connection.alias, _SHARING_CUSTOMER, row)
+            if consent == Consent.Status.OPTED_IN:
+                consented.add(customer.pk)
+        personas = Persona.objects.in_bulk({c.persona_id for c in by_pk.values() if c.persona_id})
+        for customer in by_pk.values():
+            if customer.persona_id:
+                customer.persona = personas[customer.persona_id]
+    else:
+        by_pk = {customer.pk: customer for customer in customers.select_related("persona")}
+        consented = {pk for pk, customer in by_pk.items() if customer.consent == Consent.Status.OPTED_IN}
     for message in messages:
         message.customer = by_pk[message.customer_id]
-    return {pk for pk, customer in by_pk.items() if customer.consent == Consent.Status.OPTED_IN}
+    return consented
 
 
 def _activities(messages: list[Message], kind: str, at, properties) -> list[Activity]:
