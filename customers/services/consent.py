@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import NamedTuple
 
 from django.db import transaction
 from django.utils import timezone
 
+from config.db import in_values
 from customers.models import Activity, Consent, Customer
 
 
@@ -36,15 +37,14 @@ def consent_record(
     source: str,
     evidence: dict | None = None,
     at: datetime | None = None,
-) -> Consent:
-    """Append a consent row; a change of state also lands on the timeline."""
-    [consent] = consents_record(changes=[ConsentChange(customer.pk, channel, status, source, evidence, at)])
-    return consent
+) -> bool:
+    """Append a consent row; a change of state also lands on the timeline. Returns whether it changed."""
+    return bool(consents_record(changes=[ConsentChange(customer.pk, channel, status, source, evidence, at)]))
 
 
 @transaction.atomic
-def consents_record(*, changes: Sequence[ConsentChange]) -> list[Consent]:
-    """Append many consent rows at once; returns them, in order.
+def consents_record(*, changes: Sequence[ConsentChange], new: Collection[int] = ()) -> set[int]:
+    """Append many consent rows at once; returns the ids of the customers whose consent state changed.
 
     Leaves what appending them one at a time, in order, leaves: every row is
     kept (it is evidence) and each change of the current state adds one
@@ -52,22 +52,26 @@ def consents_record(*, changes: Sequence[ConsentChange]) -> list[Consent]:
     UPDATE``, in id order), so two writers changing the same customer's consent
     take turns and a change is on the timeline once, not twice. A row without
     ``at`` takes effect now; one dated before the current state is kept but
-    does not become current.
+    does not become current. Customers in ``new`` were created in this
+    transaction: nobody else sees them and they have no consent yet, so they
+    are neither locked nor looked up.
     """
     if not changes:
-        return []
+        return set()
     now = timezone.now()
-    customer_ids = sorted({change.customer_id for change in changes})
-    list(Customer.objects.select_for_update(no_key=True).filter(pk__in=customer_ids).order_by("pk").values_list("pk"))
-    channels = sorted({change.channel for change in changes})
-    # The latest row per (customer, channel): rows arrive newest first, so the first one seen.
+    customer_ids = sorted({change.customer_id for change in changes}.difference(new))
     current: dict[tuple[int, str], tuple[datetime, str]] = {}
-    for customer_id, channel, occurred_at, status in (
-        Consent.objects.filter(customer_id__in=customer_ids, channel__in=channels)
-        .order_by("customer_id", "channel", "-occurred_at", "-id")
-        .values_list("customer_id", "channel", "occurred_at", "status")
-    ):
-        current.setdefault((customer_id, channel), (occurred_at, status))
+    if customer_ids:
+        locked = Customer.objects.select_for_update(no_key=True).filter(pk__in=in_values(customer_ids))
+        list(locked.order_by("pk").values_list("pk"))
+        # The latest row per (customer, channel): rows arrive newest first, so the first one seen.
+        for customer_id, channel, occurred_at, status in (
+            Consent.objects.filter(customer_id__in=in_values(customer_ids), channel__in={c.channel for c in changes})
+            .order_by("customer_id", "channel", "-occurred_at", "-id")
+            .values_list("customer_id", "channel", "occurred_at", "status")
+        ):
+            current.setdefault((customer_id, channel), (occurred_at, status))
+    changed: set[int] = set()
     ledger, timeline = [], []
     for change in changes:
         at = change.at or now
@@ -84,6 +88,7 @@ def consents_record(*, changes: Sequence[ConsentChange]) -> list[Consent]:
             )
         )
         if previous != change.status:
+            changed.add(change.customer_id)
             timeline.append(
                 Activity(
                     customer_id=change.customer_id,
@@ -97,4 +102,4 @@ def consents_record(*, changes: Sequence[ConsentChange]) -> list[Consent]:
             current[pair] = (at, change.status)
     Consent.objects.bulk_create(ledger)
     Activity.objects.bulk_create(timeline)
-    return ledger
+    return changed

@@ -21,7 +21,6 @@ import re
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
 from itertools import islice
 from typing import Any
 
@@ -31,9 +30,8 @@ from django.db.models import NOT_PROVIDED, Q
 from django.utils import timezone
 
 from customers.identity import IDENTITY_FIELDS, normalize_identities
-from customers.models import Activity, Channel, Consent, Customer, iana_timezones
-from customers.querysets import consent_status_subquery
-from customers.services.consent import consent_record
+from customers.models import Channel, Consent, Customer, iana_timezones
+from customers.services.consent import ConsentChange, consents_record
 from customers.services.personas import personas_assign
 
 PROFILE_FIELDS = ("first_name", "last_name", "locale", "timezone", "country", "city")
@@ -278,8 +276,9 @@ def _save_or_conflict(customer: Customer, identities: dict[str, str | None], **k
 
 
 def _record_consents(customer: Customer, consents: dict[str, str], source: str) -> None:
-    for channel, status in consents.items():
-        consent_record(customer=customer, channel=channel, status=status, source=source)
+    consents_record(
+        changes=[ConsentChange(customer.pk, channel, status, source) for channel, status in consents.items()]
+    )
 
 
 # --- one customer --------------------------------------------------------------
@@ -524,8 +523,13 @@ def _bulk_write(parsed: list[_Row], source: str) -> dict[int, RowResult]:
     new_ids = _ids_by_identity([row.identities for row in to_create])
     pairs += list(zip(new_ids, to_create, strict=True))
 
-    consent_changed = _bulk_record_consents(
-        [(pk, row.consents) for pk, row in pairs if row.consents], source=source, at=now, new=set(new_ids)
+    consent_changed = consents_record(
+        changes=[
+            ConsentChange(pk, channel, status, source, at=now)
+            for pk, row in pairs
+            for channel, status in row.consents.items()
+        ],
+        new=new_ids,
     )
     created = {row.index for row in to_create}
     touched = []
@@ -541,48 +545,6 @@ def _bulk_write(parsed: list[_Row], source: str) -> dict[int, RowResult]:
         results[row.index] = RowResult(row.index, status, id=pk)
     personas_assign(customer_ids=touched)
     return results
-
-
-def _bulk_record_consents(
-    items: list[tuple[int, dict[str, str]]], *, source: str, at: datetime, new: set[int]
-) -> set[int]:
-    """Append the ledger rows for many customers at once; returns the ids whose consent state changed.
-
-    The same semantics as ``consent_record``: every row is appended (it is
-    evidence), and a change of state adds a ``consent.changed`` activity.
-    Customers in ``new`` were just created, so they have no previous state.
-    """
-    if not items:
-        return set()
-    channels = sorted({channel for _, consents in items for channel in consents})
-    current: dict[int, dict[str, str | None]] = {}
-    annotations = {f"consent_{channel}": consent_status_subquery(channel) for channel in channels}
-    for chunk in _chunks([pk for pk, _ in items if pk not in new]):
-        for pk, *statuses in (
-            Customer.objects.filter(pk__in=chunk).annotate(**annotations).values_list("pk", *annotations)
-        ):
-            current[pk] = dict(zip(channels, statuses, strict=True))
-    ledger, activities, changed = [], [], set()
-    for pk, consents in items:
-        for channel, status in consents.items():
-            ledger.append(
-                {"customer_id": pk, "channel": channel, "status": status, "source": source, "occurred_at": at}
-            )
-            previous = current.get(pk, {}).get(channel)
-            if previous != status:
-                changed.add(pk)
-                activities.append(
-                    {
-                        "customer_id": pk,
-                        "kind": Activity.Kind.CONSENT_CHANGED,
-                        "channel": channel,
-                        "occurred_at": at,
-                        "properties": {"from": previous or "unknown", "to": status, "source": source},
-                    }
-                )
-    _insert_many(Consent, ledger)
-    _insert_many(Activity, activities)
-    return changed
 
 
 # --- lean SQL for the bulk path ------------------------------------------------
