@@ -22,7 +22,6 @@ from campaigns.models import CampaignRun, TemplateVariant
 from campaigns.services import enrollments_dispatch
 from channels.models import Message, MessageContent, SandboxMessage
 from channels.ratelimit import limits
-from channels.sandbox.sendgrid import CONTENT_OF
 from channels.selectors import message_as_sent, sandbox_text
 from channels.services import messages_send
 from channels.services.sending import _claim, _finish_sent
@@ -91,7 +90,7 @@ def test_a_broadcast_goes_out_in_one_call_with_each_recipients_links_as_substitu
     first = rows[0].request
     html = next(c["value"] for c in first["content"] if c["type"] == "text/html")
     assert RECIPIENT_TAGS["unsubscribe"] in html, "the shared content carries the tag"
-    assert all(r.request[CONTENT_OF] == rows[0].provider_message_id for r in rows[1:])
+    assert all(r.request[SandboxMessage.CONTENT_OF] == rows[0].provider_message_id for r in rows[1:])
     unsubscribes = set()
     messages = list(Message.objects.filter(pk__in=[m.pk for m in messages]).select_related("content").order_by("pk"))
     # Chorus stores the shared content once, not a copy per recipient.
@@ -142,8 +141,10 @@ def test_a_data_export_shows_a_broadcast_email_as_its_recipient_got_it_and_erasu
     received = {row.to_address: sandbox_text(row) for row in SandboxMessage.objects.filter(provider="sendgrid")}
 
     for customer in (ana, bo):
-        [email] = customer_export(customer=customer)["messages"]
+        export = customer_export(customer=customer)
+        [email], [outbox] = export["messages"], export["sandbox_outbox"]
         assert (email["subject"], email["body"]) == ("Spring at Northwind", received[customer.email])
+        assert outbox["body"] == received[customer.email]
 
     customer_erase(customer=ana, by=None)
     assert Message.objects.get(customer=ana).content is None
@@ -181,7 +182,7 @@ def test_an_email_reading_customer_variables_goes_out_one_call_per_recipient(san
     assert (rows[ana.email].subject, rows[bo.email].subject) == ("Spring sale, Ana", "Spring sale, Bo")
     for row in rows.values():
         assert "substitutions" not in row.request["personalizations"][0]
-        assert "-chorus_" not in str(row.request["content"]) and CONTENT_OF not in row.request
+        assert "-chorus_" not in str(row.request["content"]) and SandboxMessage.CONTENT_OF not in row.request
 
 
 def test_a_thousand_and_one_recipients_go_out_in_two_calls(sandbox, hold_playback):

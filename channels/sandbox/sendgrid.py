@@ -7,7 +7,7 @@ content: the HTML alone is several kilobytes) is the same for all of its
 recipients and stored once, with the first recipient, whose row also keeps the
 text as that recipient read it (the outbox lists and searches it for every
 recipient of the call); the other rows' ``request`` name that row's
-``provider_message_id`` under ``CONTENT_OF``. ``channels.selectors.sandbox_request``
+``provider_message_id`` under ``SandboxMessage.CONTENT_OF``. ``channels.selectors.sandbox_request``
 puts a recipient's share of the call back together, ``email_as_received`` shows
 the email as they got it. Stored a thousand times over, the call cost the
 database more than everything else a send does.
@@ -32,7 +32,6 @@ from channels.sandbox.faults import Fault, fault_for, fault_headers
 from channels.sandbox.playback import emit_after_commit
 
 EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-CONTENT_OF = SandboxMessage.CONTENT_OF  # where the sandbox keeps a request's content (see above)
 
 
 def _sendgrid_error(status: int, message: str, field: str | None = None) -> JsonResponse:
@@ -134,7 +133,9 @@ def sendgrid_mail_send(request: HttpRequest) -> HttpResponse:
     first = f"{x_message_id}.sandbox.0"
     rows = []
     for p in personalizations:
-        request = {"personalizations": [p], CONTENT_OF: first} if rows else {**mail, "personalizations": [p]}
+        request = (
+            {"personalizations": [p], SandboxMessage.CONTENT_OF: first} if rows else {**mail, "personalizations": [p]}
+        )
         substitutions = p.get("substitutions") or {}
         for to in p["to"]:
             email = to["email"]

@@ -15,13 +15,14 @@ from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.db.models import F, Q, Value
+from django.db.models import Exists, F, OuterRef, Q, Value
+from django.db.models.fields.json import KT
 from django.db.models.functions import Replace
 from django.utils import timezone
 
 from campaigns.models import Enrollment
 from channels.models import Message, ProviderEvent, SandboxMessage, Suppression, WebhookDelivery
-from channels.selectors import message_as_sent, sandbox_text
+from channels.selectors import message_as_sent, sandbox_texts
 from channels.suppression import suppressed_hashes, suppression_add
 from customers.identity import IDENTITY_FIELDS
 from customers.models import Activity, Consent, Customer, Erasure
@@ -156,6 +157,8 @@ def customer_export(*, customer: Customer) -> dict:
     suppressed = suppressed_hashes(addresses)
     erasure = Erasure.objects.filter(customer_id=customer.pk).select_related("erased_by").first()
     persona = customer.persona
+    outbox = list(SandboxMessage.objects.filter(to_address__in=_every_address(customer)).order_by("created_at", "pk"))
+    texts = sandbox_texts(outbox)  # the text each got, a shared call's read in one query
 
     export = {
         "format": EXPORT_FORMAT,
@@ -196,10 +199,8 @@ def customer_export(*, customer: Customer) -> dict:
             for address in addresses
         ],
         "sandbox_outbox": [
-            {**{name: getattr(message, name) for name in OUTBOX_EXPORT}, "body": sandbox_text(message)}
-            for message in SandboxMessage.objects.filter(to_address__in=_every_address(customer)).order_by(
-                "created_at", "pk"
-            )
+            {**{name: getattr(message, name) for name in OUTBOX_EXPORT}, "body": texts[message.pk]}
+            for message in outbox
         ],
         "erasure": {
             "erased": customer.erased_at is not None,
@@ -259,19 +260,14 @@ def customer_erase(*, customer: Customer, by, reason: str = "") -> Erasure:
             outbox = SandboxMessage.objects.filter(to_address__in=every_address)
             # A row keeping the call an email's other recipients share keeps it (its content
             # carries their tags, not this customer's links), without this customer's personalization.
-            shared = set(
-                SandboxMessage.objects.filter(
-                    **{
-                        f"request__{SandboxMessage.CONTENT_OF}__in": list(
-                            outbox.values_list("provider_message_id", flat=True)
-                        )
-                    }
-                ).values_list(f"request__{SandboxMessage.CONTENT_OF}", flat=True)
+            sharing = SandboxMessage.objects.annotate(content_of=KT(f"request__{SandboxMessage.CONTENT_OF}")).filter(
+                content_of=OuterRef("provider_message_id")
             )
-            for message in outbox.filter(provider_message_id__in=shared):
+            holders = list(outbox.filter(Exists(sharing)))
+            for message in holders:
                 call = {key: value for key, value in message.request.items() if key != "personalizations"}
                 SandboxMessage.objects.filter(pk=message.pk).update(request=call)
-            outbox.exclude(provider_message_id__in=shared).update(request={})
+            outbox.exclude(pk__in=[message.pk for message in holders]).update(request={})
             outbox.update(to_address="", subject="", body="")
             # A webhook batch not split yet (or kept for its error) still holds the raw request.
             addressed = Q()
