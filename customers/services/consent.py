@@ -9,7 +9,7 @@ from typing import NamedTuple
 from django.db import transaction
 from django.utils import timezone
 
-from config.db import in_values
+from config.db import in_values, insert_many
 from customers.models import Activity, Consent, Customer
 
 
@@ -46,7 +46,8 @@ def consent_record(
 def consents_record(*, changes: Sequence[ConsentChange], new: Collection[int] = ()) -> set[int]:
     """Append many consent rows at once; returns the ids of the customers whose consent state changed.
 
-    Leaves what appending them one at a time, in order, leaves: every row is
+    Leaves what appending them one at a time, in order, leaves (in a few
+    statements: ``config.db.insert_many``): every row is
     kept (it is evidence) and each change of the current state adds one
     ``consent.changed`` activity. The customers are locked first (``FOR NO KEY
     UPDATE``, in id order), so two writers changing the same customer's consent
@@ -78,28 +79,28 @@ def consents_record(*, changes: Sequence[ConsentChange], new: Collection[int] = 
         pair = (change.customer_id, change.channel)
         previous = current[pair][1] if pair in current else None
         ledger.append(
-            Consent(
-                customer_id=change.customer_id,
-                channel=change.channel,
-                status=change.status,
-                source=change.source,
-                evidence=change.evidence or {},
-                occurred_at=at,
-            )
+            {
+                "customer_id": change.customer_id,
+                "channel": change.channel,
+                "status": change.status,
+                "source": change.source,
+                "evidence": change.evidence or {},
+                "occurred_at": at,
+            }
         )
         if previous != change.status:
             changed.add(change.customer_id)
             timeline.append(
-                Activity(
-                    customer_id=change.customer_id,
-                    kind=Activity.Kind.CONSENT_CHANGED,
-                    channel=change.channel,
-                    occurred_at=at,
-                    properties={"from": previous or "unknown", "to": change.status, "source": change.source},
-                )
+                {
+                    "customer_id": change.customer_id,
+                    "kind": Activity.Kind.CONSENT_CHANGED,
+                    "channel": change.channel,
+                    "occurred_at": at,
+                    "properties": {"from": previous or "unknown", "to": change.status, "source": change.source},
+                }
             )
         if pair not in current or at >= current[pair][0]:  # a later id wins a tie, as in consent_current
             current[pair] = (at, change.status)
-    Consent.objects.bulk_create(ledger)
-    Activity.objects.bulk_create(timeline)
+    insert_many(Consent, ledger)
+    insert_many(Activity, timeline)
     return changed
